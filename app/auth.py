@@ -1,0 +1,166 @@
+"""Bearer JWT -> :class:`Actor`, resolved once per request by a Litestar authentication middleware.
+
+Tokens are issued by the marketplace: HS256 with ``SAV_JWT_SECRET`` by default, RS256 with a public key
+file or a JWKS file as an option. PyJWT does the cryptography; ``alg: none`` and any algorithm other than
+the configured one are refused because the accepted algorithm list has exactly one entry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jwt
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.base import DefineMiddleware
+
+from app.errors import Unauthenticated
+from app.settings import Settings
+
+
+class Role(StrEnum):
+    BUYER = "buyer"
+    SELLER = "seller"
+    AGENT = "agent"
+    ARBITRATOR = "arbitrator"
+    FINANCE = "finance"
+    ADMIN = "admin"
+    MARKETPLACE = "marketplace"
+    SYSTEM = "system"  # timers and workers; never accepted from a token
+
+
+TOKEN_ROLES = frozenset(r.value for r in Role if r is not Role.SYSTEM)
+OPERATOR_STAFF = frozenset({Role.AGENT, Role.ARBITRATOR, Role.ADMIN})
+
+
+class Actor(msgspec.Struct, frozen=True):
+    id: str
+    role: Role
+    seller_id: str = ""
+    name: str = ""
+
+    @property
+    def is_operator_staff(self) -> bool:
+        return self.role in OPERATOR_STAFF
+
+
+SYSTEM_ACTOR = Actor(id="system", role=Role.SYSTEM, name="System")
+
+
+class TokenDecoder:
+    """Verifies a token and maps its claims to an Actor. Built once per application.
+
+    Clients send the same token on every request until it expires, and verifying one costs more than the
+    rest of a cheap request (JSON parsing, HMAC key preparation, signature). So a verified token is
+    remembered with its expiry; a remembered token is still refused once expired.
+    """
+
+    CACHE_SIZE = 10_000
+
+    def __init__(self, settings: Settings) -> None:
+        self._verified: OrderedDict[str, tuple[Actor, float]] = OrderedDict()
+        self.algorithm = settings.jwt_algorithm
+        self.audience = settings.jwt_audience or None
+        self._jwks: jwt.PyJWKSet | None = None
+        self._key: Any
+        if self.algorithm == "HS256":
+            self._key = settings.jwt_secret
+        elif settings.jwt_jwks_file:
+            self._jwks = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file).read_text(encoding="utf-8"))
+        else:
+            self._key = Path(settings.jwt_public_key_file).read_text(encoding="utf-8")
+
+    def _key_for(self, token: str) -> Any:
+        if self._jwks is None:
+            return self._key
+        kid = jwt.get_unverified_header(token).get("kid")
+        for jwk in self._jwks.keys:
+            if jwk.key_id == kid or (kid is None and len(self._jwks.keys) == 1):
+                return jwk.key
+        raise Unauthenticated("the token's key id is not in the configured JWKS", code="auth.invalid_token")
+
+    def decode(self, token: str) -> Actor:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            actor, expires_at = remembered
+            if time.time() < expires_at:
+                return actor
+            del self._verified[token]
+        actor, expires_at = self._verify(token)
+        self._verified[token] = (actor, expires_at)
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return actor
+
+    def _verify(self, token: str) -> tuple[Actor, float]:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key_for(token),
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                options={"require": ["sub", "role", "exp"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired", code="auth.expired_token") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the token is not valid: {exc}", code="auth.invalid_token") from None
+        return actor_from_claims(claims), float(claims["exp"])
+
+
+def actor_from_claims(claims: dict[str, Any]) -> Actor:
+    sub, role = claims.get("sub"), claims.get("role")
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 128:
+        raise Unauthenticated("the token's sub claim must be a non-empty string", code="auth.invalid_token")
+    if role not in TOKEN_ROLES:
+        raise Unauthenticated(f"the token's role {role!r} is not a known role", code="auth.invalid_token")
+    seller_id = claims.get("seller_id") or ""
+    if role == Role.SELLER and (not isinstance(seller_id, str) or not seller_id):
+        raise Unauthenticated("a seller token must carry a seller_id claim", code="auth.invalid_token")
+    if role != Role.SELLER:
+        seller_id = ""
+    name = claims.get("name")
+    return Actor(id=sub, role=Role(role), seller_id=str(seller_id), name=name if isinstance(name, str) else sub)
+
+
+def issue_token(
+    settings: Settings, *, sub: str, role: str, seller_id: str = "", name: str = "", ttl_seconds: int = 86_400
+) -> str:
+    """Mint an HS256 token (the ``sav token`` command, the demo, tests)."""
+    if settings.jwt_algorithm != "HS256":
+        raise ValueError("tokens can only be minted here with HS256; RS256 tokens come from the marketplace")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "role": role, "name": name or sub, "iat": now, "exp": now + ttl_seconds}
+    if seller_id:
+        claims["seller_id"] = seller_id
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise Unauthenticated("an Authorization: Bearer <token> header is required", code="auth.missing_token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'", code="auth.invalid_token")
+    return token.strip()
+
+
+class JWTAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        decoder: TokenDecoder = connection.app.state.token_decoder
+        token = bearer_token(connection.headers.get("authorization"))
+        return AuthenticationResult(user=decoder.decode(token), auth=token)
+
+
+# Routes reachable without a token: probes, docs, metrics, provider webhooks (signed), and the
+# WebSocket endpoint (it authenticates with ?token= or its first frame).
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/metrics$", "^/v1/webhooks/", "^/v1/ws$"]
+
+auth_middleware = DefineMiddleware(JWTAuthMiddleware, exclude=PUBLIC_PATHS)

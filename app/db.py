@@ -1,0 +1,122 @@
+"""Database engine, the declarative base, and the schema-version check.
+
+One engine per application. SQLite is the embedded default: WAL, a busy timeout, foreign keys on, and
+every transaction opened with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing with
+"database is locked" halfway through a request. PostgreSQL (psycopg 3) gets a real pool.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.types import DateTimeUTC
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from app.errors import ServiceUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = ROOT / "alembic.ini"
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: DateTimeUTC(timezone=True)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Take the write lock up front: two requests that read-then-write the same row are serialized
+        # (SQLite's stand-in for SELECT ... FOR UPDATE) and never deadlock on lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    if database_url is not None:
+        config.attributes["database_url"] = database_url
+    return config
+
+
+def migration_head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def ensure_schema_current(engine: AsyncEngine) -> None:
+    """Refuse to serve an unmigrated or outdated database, naming the command that fixes it."""
+    head = migration_head()
+    current = await current_revision(engine)
+    if current != head:
+        state = "not migrated" if current is None else f"at revision {current}, code expects {head}"
+        raise ServiceUnavailable(
+            f"database schema is {state}: run `alembic upgrade head` from the repository root "
+            "(or `sav serve --migrate`)",
+            code="database.not_migrated",
+        )
+
+
+def dialect_insert(dialect_name: str, table: Any) -> Any:
+    """The dialect's own INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``.
+
+    On PostgreSQL a conflicting row that another transaction has inserted but not yet committed makes
+    the statement wait for that transaction, which is what makes "first one wins" safe under concurrency.
+    """
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -1,0 +1,170 @@
+"""The demo marketplace: one operator team, two shops, buyers and orders. Seeding is idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.auth import Actor, Role
+from app.money import Money
+from app.orders import service as orders
+from app.orders.schemas import OrderLineIn, OrderUpsert, Payment
+from app.sellers import service as sellers
+from app.sellers.schemas import RefundOn, SellerSettings, SellerUpsert
+from app.threads import macros
+from app.threads import service as threads
+from app.threads.models import Thread
+from app.threads.schemas import Audience, MacroCreate, MessageCreate, ThreadCreate
+
+MARKETPLACE = Actor(id="marketplace", role=Role.MARKETPLACE, name="Demo Marketplace")
+CAMILLE = Actor(id="buyer-camille", role=Role.BUYER, name="Camille Martin")
+HUGO = Actor(id="buyer-hugo", role=Role.BUYER, name="Hugo Bernard")
+INES = Actor(id="seller-ines", role=Role.SELLER, seller_id="shop-kettles", name="Inès (Bouilloires & Co)")
+YANIS = Actor(id="seller-yanis", role=Role.SELLER, seller_id="shop-bikes", name="Yanis (Vélos du Coin)")
+ALICE = Actor(id="agent-alice", role=Role.AGENT, name="Alice (customer care)")
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    role: str
+    sub: str
+    name: str
+    seller_id: str = ""
+
+
+USERS = [
+    DemoUser("buyer", "buyer-camille", "Camille Martin"),
+    DemoUser("buyer", "buyer-hugo", "Hugo Bernard"),
+    DemoUser("seller", "seller-ines", "Inès (Bouilloires & Co)", "shop-kettles"),
+    DemoUser("seller", "seller-yanis", "Yanis (Vélos du Coin)", "shop-bikes"),
+    DemoUser("agent", "agent-alice", "Alice (customer care)"),
+    DemoUser("arbitrator", "arbitrator-arthur", "Arthur (disputes)"),
+    DemoUser("finance", "finance-fatou", "Fatou (finance)"),
+    DemoUser("admin", "admin-ada", "Ada (admin)"),
+    DemoUser("marketplace", "marketplace", "Demo Marketplace"),
+]
+
+SHOPS = {
+    "shop-kettles": SellerUpsert(
+        name="Bouilloires & Co",
+        stripe_account_id="acct_demo_kettles",
+        settings=SellerSettings(refund_budget=Money(5_000, "EUR"), refund_on=RefundOn.RECEIPT),
+    ),
+    "shop-bikes": SellerUpsert(
+        name="Vélos du Coin",
+        stripe_account_id="acct_demo_bikes",
+        settings=SellerSettings(refund_budget=Money(20_000, "EUR"), refund_on=RefundOn.SHIPMENT),
+    ),
+}
+
+# (order id, buyer, shop, [(line, sku, title, qty, unit price)], delivered days ago or None)
+ORDERS: list[tuple[str, str, str, list[tuple[str, str, str, int, int]], int | None]] = [
+    ("ord-1001", "buyer-camille", "shop-kettles", [("l1", "KTL-INOX", "Bouilloire inox 1.7 L", 1, 4_990)], 3),
+    ("ord-1002", "buyer-camille", "shop-bikes", [("l1", "BIKE-CITY", "Vélo de ville", 1, 38_900)], 10),
+    (
+        "ord-1003",
+        "buyer-hugo",
+        "shop-kettles",
+        [("l1", "KTL-GLASS", "Bouilloire verre", 1, 5_990), ("l2", "FLT-10", "Filtres (x10)", 2, 750)],
+        None,
+    ),
+    ("ord-1004", "buyer-hugo", "shop-bikes", [("l1", "HLM-01", "Casque urbain", 1, 6_490)], 20),
+]
+
+
+async def seed(engine: AsyncEngine, *, now: datetime | None = None) -> None:
+    now = now or datetime.now(UTC)
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    async with maker() as session, session.begin():
+        for shop_id, shop in SHOPS.items():
+            await sellers.upsert_seller(session, actor=MARKETPLACE, seller_id=shop_id, data=shop)
+        for order_id, buyer, shop_id, lines, delivered_days_ago in ORDERS:
+            total = sum(qty * price for _, _, _, qty, price in lines)
+            data = OrderUpsert(
+                buyer_id=buyer,
+                seller_id=shop_id,
+                currency="EUR",
+                total=Money(total, "EUR"),
+                commission=Money(total // 10, "EUR"),
+                lines=[
+                    OrderLineIn(line_id=lid, sku=sku, title=title, quantity=qty, unit_price=Money(price, "EUR"))
+                    for lid, sku, title, qty, price in lines
+                ],
+                payment=Payment(provider="stripe", charge_id=f"ch_demo_{order_id}", customer_id=f"cus_{buyer}"),
+                delivered_at=None
+                if delivered_days_ago is None
+                else (now - timedelta(days=delivered_days_ago)).replace(microsecond=0),
+            )
+            await orders.upsert_order(session, actor=MARKETPLACE, order_id=order_id, data=data, escrow_hold_seconds=0)
+        await seed_threads(session)
+
+
+# (opened by, audience, subject, order, extra ids, [(author, reply)...]) — one conversation per audience.
+THREADS: list[tuple[Actor, Audience, str, str | None, dict[str, str], list[tuple[Actor, str]]]] = [
+    (
+        CAMILLE,
+        Audience.BUYER_SELLER,
+        "Couvercle qui ferme mal",
+        "ord-1001",
+        {},
+        [(INES, "Bonjour Camille, pouvez-vous nous envoyer une photo du couvercle ?")],
+    ),
+    (
+        HUGO,
+        Audience.TRIPARTITE,
+        "Filtres manquants dans le colis",
+        "ord-1003",
+        {},
+        [(ALICE, "Bonjour Hugo, nous avons prévenu la boutique."), (INES, "Nous renvoyons les filtres demain.")],
+    ),
+    (
+        ALICE,
+        Audience.OPERATOR_SELLER,
+        "Taux de retour en hausse",
+        None,
+        {"seller_id": "shop-bikes"},
+        [(YANIS, "Nous regardons les retours de casques cette semaine.")],
+    ),
+    (CAMILLE, Audience.OPERATOR_BUYER, "Question sur mon avoir", None, {}, []),
+    (
+        ALICE,
+        Audience.INTERNAL,
+        "Vérifier l'historique de Vélos du Coin",
+        "ord-1002",
+        {},
+        [(ALICE, "Deux litiges similaires ce mois-ci.")],
+    ),
+]
+
+MACROS = [
+    (
+        ALICE,
+        "Accusé de réception",
+        "Bonjour {buyer_name}, nous avons bien reçu votre demande sur la commande {order_id}.",
+    ),
+    (INES, "Expédition", "Bonjour {buyer_name}, votre commande {order_id} est partie aujourd'hui. {seller_name}"),
+]
+
+
+async def seed_threads(session: AsyncSession) -> None:
+    """Threads of every audience; skipped when the demo already has them (seeding stays idempotent)."""
+    if await session.scalar(select(Thread.id).where(Thread.created_by.in_([a.id for a, *_ in THREADS])).limit(1)):
+        return
+    for opener, audience, subject, order_id, extra, replies in THREADS:
+        first = f"{subject}." if not replies else f"{subject} — pouvez-vous regarder ?"
+        created = await threads.open_thread(
+            session,
+            actor=opener,
+            data=ThreadCreate(
+                audience=audience, subject=subject, body=first, order_id=order_id, seller_id=extra.get("seller_id")
+            ),
+        )
+        for author, text in replies:
+            await threads.post_message(
+                session, actor=author, thread_id=created.thread_id, data=MessageCreate(body=text)
+            )
+    for author, title, body in MACROS:
+        await macros.create_macro(session, actor=author, data=MacroCreate(title=title, body=body))

@@ -1,0 +1,139 @@
+"""The application: ``create_app(settings)`` wires everything; ``app`` is what uvicorn serves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from advanced_alchemy.extensions.litestar import AsyncSessionConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.base import ChannelsBackend
+from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from app import db
+from app.auth import TokenDecoder, auth_middleware
+from app.errors import handle_exception
+from app.health import HealthController
+from app.observability import configure_logging, request_id_middleware
+from app.orders.controller import OrderController
+from app.sellers.controller import SellerController
+from app.settings import Settings, get_settings_or_exit
+from app.threads.controller import AttachmentController, MacroController, ThreadController
+from app.threads.storage import LocalDiskStorage
+from app.threads.ws import CHANNEL, Hub, events_socket
+from app.worker import Worker
+
+logger = logging.getLogger("sav")
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
+    settings = settings or get_settings_or_exit()
+    if configure_logs:
+        configure_logging(settings.log_level, as_json=settings.log_json)
+    engine = db.create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    storage = LocalDiskStorage(settings.attachments_dir)
+
+    channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
+    worker = Worker(engine, poll_seconds=settings.worker_poll_seconds) if settings.run_worker else None
+    hub = Hub(engine, channels, poll_seconds=settings.worker_poll_seconds, queue_size=settings.ws_queue_size)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        for warning in settings.warnings:
+            logger.warning(warning)
+        try:
+            await db.ensure_schema_current(engine)
+            async with channels:
+                await hub.start()
+                if worker is not None:
+                    worker.start()
+                try:
+                    yield
+                finally:
+                    if worker is not None:
+                        await worker.stop()
+                    await hub.stop()
+        finally:
+            # The plugin does not dispose an engine it was handed; without this, pools leak across apps.
+            await engine.dispose()
+
+    sqlalchemy = SQLAlchemyPlugin(
+        config=SQLAlchemyAsyncConfig(
+            engine_instance=engine,
+            session_dependency_key="db_session",
+            before_send_handler="autocommit",
+            session_config=AsyncSessionConfig(expire_on_commit=False),
+            set_default_exception_handler=False,
+            enable_touch_updated_timestamp_listener=False,
+        )
+    )
+    prometheus = PrometheusConfig(app_name="sav", prefix="sav", group_path=True, exclude=["^/metrics$"])
+
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            PrometheusController,
+            SellerController,
+            OrderController,
+            ThreadController,
+            AttachmentController,
+            MacroController,
+            events_socket,
+        ],
+        dependencies={
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+            "attachment_storage": Provide(lambda: storage, use_cache=True, sync_to_thread=False),
+        },
+        middleware=[request_id_middleware, prometheus.middleware, auth_middleware],
+        plugins=[sqlalchemy],
+        exception_handlers={Exception: handle_exception},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="SAV — tripartite after-sales backend",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+        logging_config=None,  # configure_logging owns the handlers (JSON lines on stderr)
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.token_decoder = TokenDecoder(settings)
+    app.state.hub = hub
+    return app
+
+
+def channels_backend(settings: Settings) -> ChannelsBackend:
+    """The broker that tells every process "new events were committed" (SAV_CHANNELS_URL)."""
+    url = settings.channels_url
+    if url.startswith(("redis://", "rediss://")):
+        from redis.asyncio import Redis
+
+        return RedisChannelsPubSubBackend(redis=Redis.from_url(url))
+    if url.startswith(("postgresql://", "postgres://")):
+        from litestar.channels.backends.psycopg import PsycoPgChannelsBackend
+
+        return PsycoPgChannelsBackend(pg_dsn=url)
+    return MemoryChannelsBackend()
+
+
+def __getattr__(name: str) -> Litestar:
+    # `app.main:app` is built on first access, so importing this module (tests, alembic) has no side effects.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,28 @@
+"""Every domain's tables, imported in one place so Alembic and tests see the whole schema."""
+
+from app.db import Base
+from app.events.models import Event
+from app.idempotency import IdempotencyRecord
+from app.orders.models import Order, OrderLine
+from app.payouts.models import LedgerEntry, LedgerTransaction
+from app.sellers.models import Seller
+from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
+
+metadata = Base.metadata
+
+__all__ = [
+    "Attachment",
+    "Event",
+    "IdempotencyRecord",
+    "LedgerEntry",
+    "LedgerTransaction",
+    "Macro",
+    "Message",
+    "MessageAttachment",
+    "Order",
+    "OrderLine",
+    "ReadCursor",
+    "Seller",
+    "Thread",
+    "metadata",
+]

@@ -1,0 +1,322 @@
+"""Real-time delivery: ``GET /v1/ws`` and the per-process hub that fans events out.
+
+- The database event log is the source of truth. The broker (Litestar channels: memory, Redis or
+  PostgreSQL LISTEN/NOTIFY) only carries "new events were committed"; each process then reads the new
+  rows once and hands each event to the connections whose actor may see it, found through indexes by
+  buyer, by shop and for operator staff, then confirmed by the policy. Work per event is proportional to
+  its watchers, not to all connections.
+- Resume: ``{"type": "resume", "after_event_id": N}`` replays the visible events after N from the
+  database, in order, then continues with live ones; ids already sent are skipped, so the seam has
+  neither gap nor duplicate.
+- Back-pressure: each connection has a bounded queue; a consumer too slow to keep it from filling is
+  closed with code 4429 and resumes from its last event id. Nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.exceptions import WebSocketDisconnect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth import Actor, TokenDecoder
+from app.errors import Unauthenticated
+from app.events import notify
+from app.events import service as events
+from app.permissions.enforcer import Resource, is_allowed, relations_for
+from app.threads.rules import reader_key
+
+logger = logging.getLogger("sav.ws")
+
+CHANNEL = "sav-events"
+QUEUE_SIZE = 1_000
+REPLAY_PAGE = 500
+# After a catch-up that found events, wait this long before the next: under load, commits arriving in the
+# meantime are numbered and fanned out together (one sequencer transaction for many events).
+BATCH_WINDOW = 0.003
+AUTH_TIMEOUT = 10.0
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_SLOW = 4429
+CLOSE_BAD_FRAME = 4400
+
+
+@dataclass(eq=False)
+class Connection:
+    socket: WebSocket[Any, Any, Any]
+    actor: Actor
+    reader: str
+    queue: asyncio.Queue[tuple[int, bytes]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    last_sent: int = 0
+    # Set when the queue overflowed: the handler then drops what is queued and closes with 4429. Closing
+    # from outside the sender matters: the sender may be stuck writing to a client that reads nothing.
+    too_slow: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    """One per process: follows the event log and fans events out to local connections."""
+
+    def __init__(
+        self, engine: AsyncEngine, channels: ChannelsPlugin, poll_seconds: float, queue_size: int = QUEUE_SIZE
+    ) -> None:
+        self.engine = engine
+        self.queue_size = queue_size
+        self.channels = channels
+        self.poll_seconds = poll_seconds
+        self.last_id = 0
+        self._by_buyer: dict[str, set[Connection]] = defaultdict(set)
+        self._by_shop: dict[str, set[Connection]] = defaultdict(set)
+        self._by_role: dict[str, set[Connection]] = defaultdict(set)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self.engine.connect() as conn:
+            self.last_id = await events.latest_id(conn)
+        notify.register(self.engine.sync_engine, self.committed)
+        subscriber = await self.channels.subscribe([CHANNEL])
+        self._tasks = [
+            asyncio.create_task(self._listen(subscriber), name="hub-listen"),
+            asyncio.create_task(self._follow(), name="hub-follow"),
+        ]
+
+    async def stop(self) -> None:
+        notify.unregister(self.engine.sync_engine)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- notifications ---------------------------------------------------------------------------------
+
+    def committed(self) -> None:
+        """Called right after a local commit that appended events (possibly many times in a burst)."""
+        self._wake.set()
+
+    async def _listen(self, subscriber: Any) -> None:
+        async for _ in subscriber.iter_events():
+            self._wake.set()
+
+    async def _follow(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            self._wake.clear()
+            try:
+                if await self._catch_up():
+                    await asyncio.sleep(BATCH_WINDOW)
+            except Exception:  # a database hiccup must not kill the hub; the next wake-up retries
+                logger.exception("could not read the event log")
+                await asyncio.sleep(self.poll_seconds)
+
+    async def _catch_up(self) -> int:
+        """Number what committed, then fan out what is numbered. Returns how many events were handled."""
+        numbered = await events.sequence_committed(self.engine)
+        if numbered is None:
+            asyncio.get_running_loop().call_later(BATCH_WINDOW, self._wake.set)
+        elif numbered:
+            # One broker message per batch numbered; the other processes then read the log themselves.
+            self.channels.publish(b"1", [CHANNEL])
+        handled = 0
+        while True:
+            async with self.engine.connect() as conn:
+                rows = await events.all_after(conn, after=self.last_id, limit=REPLAY_PAGE)
+            for row in rows:
+                self._dispatch(row)
+                self.last_id = row.seq
+            handled += len(rows)
+            if len(rows) < REPLAY_PAGE:
+                return handled
+
+    # --- fan-out ---------------------------------------------------------------------------------------
+
+    def add(self, connection: Connection) -> None:
+        actor = connection.actor
+        self._by_role[actor.role.value].add(connection)
+        self._by_buyer[actor.id].add(connection)
+        if actor.seller_id:
+            self._by_shop[actor.seller_id].add(connection)
+
+    def remove(self, connection: Connection) -> None:
+        actor = connection.actor
+        self._by_role[actor.role.value].discard(connection)
+        self._by_buyer[actor.id].discard(connection)
+        if actor.seller_id:
+            self._by_shop[actor.seller_id].discard(connection)
+
+    def _candidates(self, row: Any) -> set[Connection]:
+        """Connections that may possibly see an event, from the policy's relations for its kind."""
+        found: set[Connection] = set()
+        for role, connections in self._by_role.items():
+            if not connections:
+                continue
+            relations = relations_for(role, row.resource_kind, "read")
+            if "any" in relations:
+                found |= connections
+            if "buyer" in relations and row.buyer_id:
+                found |= {c for c in self._by_buyer.get(row.buyer_id, ()) if c.actor.role.value == role}
+            if "seller" in relations and row.seller_id:
+                found |= {c for c in self._by_shop.get(row.seller_id, ()) if c.actor.role.value == role}
+        return found
+
+    def _dispatch(self, row: Any) -> None:
+        resource = Resource(kind=row.resource_kind, buyer_id=row.buyer_id or "", seller_id=row.seller_id or "")
+        frame: bytes | None = None
+        for connection in self._candidates(row):
+            if row.recipient is not None and connection.reader != row.recipient:
+                continue
+            if not is_allowed(connection.actor, resource, "read"):
+                continue
+            if frame is None:
+                frame = render(row.seq, row.type, row.payload)
+            data = personalize(row, connection) or frame
+            try:
+                connection.queue.put_nowait((row.seq, data))
+            except asyncio.QueueFull:
+                self.remove(connection)  # nothing more is offered to it; it resumes from the log
+                connection.too_slow.set()
+
+
+def render(event_id: int, event_type: str, payload: str) -> bytes:
+    return b'{"event_id":%d,"type":%s,"data":%s}' % (
+        event_id,
+        msgspec.json.encode(event_type),
+        payload.encode(),
+    )
+
+
+def personalize(row: Any, connection: Connection) -> bytes | None:
+    """The few events whose data differs for their author: a new thread is not unread for its opener."""
+    if row.type == "thread.created" and row.actor == connection.reader:
+        data = msgspec.json.decode(row.payload)
+        data["unread_count"] = 0
+        return render(row.seq, row.type, msgspec.json.encode(data).decode())
+    return None
+
+
+class ClientFrame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+class AuthFrame(ClientFrame, tag="auth"):
+    token: str
+
+
+class ResumeFrame(ClientFrame, tag="resume"):
+    after_event_id: int
+
+
+class PingFrame(ClientFrame, tag="ping"):
+    pass
+
+
+_frames = msgspec.json.Decoder(AuthFrame | ResumeFrame | PingFrame)
+
+
+async def _authenticate(socket: WebSocket[Any, Any, Any], decoder: TokenDecoder) -> Actor | None:
+    token = socket.query_params.get("token")
+    try:
+        if token is None:
+            raw = await asyncio.wait_for(socket.receive_data(mode="text"), timeout=AUTH_TIMEOUT)
+            frame = _frames.decode(raw)
+            if not isinstance(frame, AuthFrame):
+                raise Unauthenticated('the first frame must be {"type": "auth", "token": ...}')
+            token = frame.token
+        return decoder.decode(token)
+    except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
+        reason = exc.detail if isinstance(exc, Unauthenticated) else "authentication required"
+        await socket.send_json({"type": "error", "code": "auth.invalid_token", "detail": reason})
+        await socket.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
+        return None
+
+
+async def _replay(connection: Connection, engine: AsyncEngine, after: int) -> None:
+    while True:
+        async with engine.connect() as conn:
+            rows = await events.visible_after(
+                conn, actor=connection.actor, reader=connection.reader, after=after, limit=REPLAY_PAGE
+            )
+        for row in rows:
+            data = personalize(row, connection) if row.type == "thread.created" else None
+            await connection.socket.send_data(data or render(row.seq, row.type, row.payload), mode="text")
+            connection.last_sent = after = row.seq
+        if len(rows) < REPLAY_PAGE:
+            return
+
+
+async def _send_live(connection: Connection, engine: AsyncEngine, resume: asyncio.Queue[int]) -> None:
+    while True:
+        item = await connection.queue.get()
+        while not resume.empty():
+            # Rewind to what the client says it has, replay from the log, then carry on with live events
+            # newer than the replay (older ones are skipped below): strictly increasing ids, no gap.
+            after = resume.get_nowait()
+            connection.last_sent = after
+            await _replay(connection, engine, after)
+        if item == (-1, b""):
+            continue  # a nudge so a pending resume is served
+        event_id, data = item
+        if event_id <= connection.last_sent:
+            continue  # already sent by a replay
+        await connection.socket.send_data(data, mode="text")
+        connection.last_sent = event_id
+
+
+async def _receive(connection: Connection, resume: asyncio.Queue[int]) -> None:
+    while True:
+        raw = await connection.socket.receive_data(mode="text")
+        try:
+            frame = _frames.decode(raw)
+        except msgspec.DecodeError as exc:
+            await connection.socket.send_json({"type": "error", "code": "validation_error", "detail": str(exc)})
+            continue
+        if isinstance(frame, ResumeFrame):
+            await resume.put(max(frame.after_event_id, 0))
+            with contextlib.suppress(asyncio.QueueFull):
+                connection.queue.put_nowait((-1, b""))
+        elif isinstance(frame, PingFrame):
+            await connection.socket.send_json({"type": "pong"})
+
+
+@websocket("/v1/ws", opt={"exclude_from_auth": True})
+async def events_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    state = socket.app.state
+    actor = await _authenticate(socket, state.token_decoder)
+    if actor is None:
+        return
+    hub: Hub = state.hub
+    connection = Connection(socket=socket, actor=actor, reader=reader_key(actor), queue=asyncio.Queue(hub.queue_size))
+    connection.last_sent = hub.last_id
+    hub.add(connection)
+    resume: asyncio.Queue[int] = asyncio.Queue()
+    try:
+        await socket.send_json({"type": "ready", "last_event_id": hub.last_id})
+        sender = asyncio.create_task(_send_live(connection, hub.engine, resume))
+        receiver = asyncio.create_task(_receive(connection, resume))
+        too_slow = asyncio.create_task(connection.too_slow.wait())
+        done, pending = await asyncio.wait({sender, receiver, too_slow}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if too_slow in done:
+            # The close frame queues behind the frames already written. A client that never reads again
+            # is dropped by uvicorn: its close timer, or its keepalive ping going unanswered.
+            done.discard(too_slow)
+            with contextlib.suppress(Exception):
+                await connection.socket.close(code=CLOSE_TOO_SLOW, reason="too slow: resume from your last event id")
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, WebSocketDisconnect):
+                logger.warning("websocket ended with %r", exc)
+    finally:
+        hub.remove(connection)

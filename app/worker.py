@@ -1,0 +1,74 @@
+"""The background worker: housekeeping that runs without anyone asking.
+
+Runs inside the server when ``SAV_RUN_WORKER=true`` (the embedded default), or on its own as
+``sav worker``. Every job is safe to run from several workers at once (plain deletes of old rows), and a
+worker that dies loses nothing: due work is found again on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app import idempotency
+from app.events import service as events
+
+logger = logging.getLogger("sav.worker")
+
+
+@dataclass
+class Job:
+    name: str
+    every_seconds: float
+    run: Callable[[AsyncSession], Awaitable[int]]
+    last_run: float = 0.0
+
+
+def default_jobs() -> list[Job]:
+    return [
+        Job("prune-events", 3600, events.prune),
+        Job("prune-idempotency-keys", 3600, idempotency.prune_expired),
+    ]
+
+
+class Worker:
+    def __init__(self, engine: AsyncEngine, *, poll_seconds: float, jobs: list[Job] | None = None) -> None:
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.poll_seconds = poll_seconds
+        self.jobs = jobs if jobs is not None else default_jobs()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_due(self, now: float | None = None) -> dict[str, int]:
+        """One pass: every job whose interval has elapsed runs in its own transaction."""
+        now = time.monotonic() if now is None else now
+        done: dict[str, int] = {}
+        for job in self.jobs:
+            if job.last_run and now - job.last_run < job.every_seconds:
+                continue
+            try:
+                async with self.sessions() as session, session.begin():
+                    done[job.name] = await job.run(session)
+                job.last_run = now
+            except Exception:  # one failing job must not stop the others; it is retried next pass
+                logger.exception("worker job %s failed", job.name)
+        return done
+
+    async def run_forever(self) -> None:
+        while True:
+            await self.run_due()
+            await asyncio.sleep(self.poll_seconds)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_forever(), name="worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
