@@ -102,18 +102,46 @@ async def open_thread(session: AsyncSession, *, actor: Actor, data: ThreadCreate
     if not is_allowed(actor, thread_resource(data.audience, buyer_id, seller_id), "open"):
         raise Forbidden(f"a {actor.role} may not open a {data.audience} thread here")
 
+    attachments = await attachment_service.claim_for_message(session, actor=actor, ids=data.attachment_ids)
+    return await create_thread(
+        session,
+        actor=actor,
+        audience=data.audience,
+        subject=subject,
+        body=body,
+        order_id=data.order_id,
+        buyer_id=buyer_id,
+        seller_id=seller_id,
+        attachments=attachments,
+    )
+
+
+async def create_thread(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    audience: Audience,
+    subject: str,
+    body: str,
+    order_id: str | None,
+    buyer_id: str | None,
+    seller_id: str | None,
+    dispute_id: str | None = None,
+    attachments: list[Any] | None = None,
+) -> ThreadCreated:
+    """Insert a thread with its first message and events. Callers have checked who may open it."""
+    attachments = attachments or []
     now = utcnow()
     thread_id = new_id("thr")
-    attachments = await attachment_service.claim_for_message(session, actor=actor, ids=data.attachment_ids)
     session.add(
         Thread(
             id=thread_id,
-            audience=data.audience.value,
+            audience=audience.value,
             subject=subject,
-            order_id=data.order_id,
+            order_id=order_id,
             buyer_id=buyer_id,
             seller_id=seller_id,
-            dispute_id=None,
+            dispute_id=dispute_id,
             created_by=actor.id,
             created_at=now,
             last_message_at=now,
@@ -128,19 +156,19 @@ async def open_thread(session: AsyncSession, *, actor: Actor, data: ThreadCreate
     await _advance_cursor(session, thread_id=thread_id, reader=reader_key(actor), seq=1)
     created = ThreadCreated(
         thread_id=thread_id,
-        audience=data.audience,
+        audience=audience,
         subject=subject,
-        order_id=data.order_id,
+        order_id=order_id,
         seller_id=seller_id,
         buyer_id=buyer_id,
-        dispute_id=None,
+        dispute_id=dispute_id,
         last_message_at=now,
         unread_count=0,
-        awaiting_reply_from=awaiting_reply_from(data.audience, party_of(actor)),
+        awaiting_reply_from=awaiting_reply_from(audience, party_of(actor)),
         created_at=now,
         first_message=message,
     )
-    kind = f"thread:{data.audience.value}"
+    kind = f"thread:{audience.value}"
     as_others_see_it = ThreadRead(**{f: getattr(created, f) for f in ThreadRead.__struct_fields__})
     as_others_see_it.unread_count = 1
     for event_type, payload in (("thread.created", as_others_see_it), ("message.created", message)):
