@@ -81,7 +81,7 @@ def cmd_worker(_: argparse.Namespace) -> None:
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=2)
         try:
-            await Worker(engine, poll_seconds=settings.worker_poll_seconds).run_forever()
+            await Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings).run_forever()
         finally:
             await engine.dispose()
 

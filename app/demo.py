@@ -9,11 +9,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import Actor, Role
+from app.disputes import schemas as actions
+from app.disputes import service as disputes
+from app.disputes.models import Dispute
+from app.disputes.schemas import DisputeCreate, Reason, Requested, Resolution, ResolutionType
 from app.money import Money
 from app.orders import service as orders
 from app.orders.schemas import OrderLineIn, OrderUpsert, Payment
 from app.sellers import service as sellers
 from app.sellers.schemas import RefundOn, SellerSettings, SellerUpsert
+from app.settings import Settings
 from app.threads import macros
 from app.threads import service as threads
 from app.threads.models import Thread
@@ -25,6 +30,7 @@ HUGO = Actor(id="buyer-hugo", role=Role.BUYER, name="Hugo Bernard")
 INES = Actor(id="seller-ines", role=Role.SELLER, seller_id="shop-kettles", name="Inès (Bouilloires & Co)")
 YANIS = Actor(id="seller-yanis", role=Role.SELLER, seller_id="shop-bikes", name="Yanis (Vélos du Coin)")
 ALICE = Actor(id="agent-alice", role=Role.AGENT, name="Alice (customer care)")
+ARTHUR = Actor(id="arbitrator-arthur", role=Role.ARBITRATOR, name="Arthur (disputes)")
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,27 @@ ORDERS: list[tuple[str, str, str, list[tuple[str, str, str, int, int]], int | No
         None,
     ),
     ("ord-1004", "buyer-hugo", "shop-bikes", [("l1", "HLM-01", "Casque urbain", 1, 6_490)], 20),
+    # One order per demo dispute (a line has one open dispute at a time).
+    *[
+        (f"ord-20{n:02d}", buyer, shop, [("l1", sku, title, 1, price)], 5)
+        for n, buyer, shop, sku, title, price in [
+            (1, "buyer-camille", "shop-kettles", "KTL-RETRO", "Bouilloire rétro", 3_990),
+            (2, "buyer-hugo", "shop-kettles", "KTL-MINI", "Mini bouilloire", 2_490),
+            (3, "buyer-camille", "shop-bikes", "LCK-01", "Antivol U", 3_490),
+            (4, "buyer-hugo", "shop-bikes", "LGT-02", "Éclairage LED", 2_990),
+            (5, "buyer-camille", "shop-kettles", "KTL-SMART", "Bouilloire connectée", 4_990),
+            (6, "buyer-hugo", "shop-kettles", "TEA-SET", "Service à thé", 4_490),
+            (7, "buyer-camille", "shop-bikes", "BAG-01", "Sacoche vélo", 4_990),
+            (8, "buyer-hugo", "shop-bikes", "PMP-01", "Pompe à pied", 2_490),
+            (9, "buyer-camille", "shop-kettles", "KTL-TRAVEL", "Bouilloire de voyage", 1_990),
+        ]
+    ],
 ]
 
 
-async def seed(engine: AsyncEngine, *, now: datetime | None = None) -> None:
+async def seed(engine: AsyncEngine, *, now: datetime | None = None, settings: Settings | None = None) -> None:
     now = now or datetime.now(UTC)
+    settings = settings or Settings()
     maker = async_sessionmaker(engine, expire_on_commit=False)
     async with maker() as session, session.begin():
         for shop_id, shop in SHOPS.items():
@@ -100,6 +122,7 @@ async def seed(engine: AsyncEngine, *, now: datetime | None = None) -> None:
             )
             await orders.upsert_order(session, actor=MARKETPLACE, order_id=order_id, data=data, escrow_hold_seconds=0)
         await seed_threads(session)
+        await seed_disputes(session, settings)
 
 
 # (opened by, audience, subject, order, extra ids, [(author, reply)...]) — one conversation per audience.
@@ -168,3 +191,92 @@ async def seed_threads(session: AsyncSession) -> None:
             )
     for author, title, body in MACROS:
         await macros.create_macro(session, actor=author, data=MacroCreate(title=title, body=body))
+
+
+def _buyer(order_id: str) -> Actor:
+    return CAMILLE if int(order_id[-1]) % 2 else HUGO
+
+
+def _seller(order_id: str) -> Actor:
+    return INES if {o: shop for o, _, shop, _, _ in ORDERS}[order_id] == "shop-kettles" else YANIS
+
+
+REPAIR = Resolution(type=ResolutionType.REPAIR)
+PARTIAL = Resolution(type=ResolutionType.REFUND_PARTIAL, amount=Money(1_000, "EUR"))
+RETURN_FOR_REFUND = Resolution(type=ResolutionType.REFUND_FULL, return_required=True)
+
+# (order, reason, what the buyer asks, [(who, action)...]) — one dispute left in each status.
+DISPUTES: list[tuple[str, Reason, ResolutionType, list[tuple[str, actions.ActionBody]]]] = [
+    ("ord-2001", Reason.DEFECTIVE, ResolutionType.REFUND_FULL, []),  # open
+    (
+        "ord-2002",
+        Reason.NOT_AS_DESCRIBED,
+        ResolutionType.REFUND_PARTIAL,
+        [("seller", actions.Propose(resolution=PARTIAL))],
+    ),
+    (
+        "ord-2003",
+        Reason.NOT_RECEIVED,
+        ResolutionType.REFUND_FULL,
+        [("buyer", actions.Escalate(note="Aucune réponse."))],
+    ),
+    (
+        "ord-2004",
+        Reason.WRONG_ITEM,
+        ResolutionType.REPLACEMENT,
+        [("seller", actions.Escalate(note="Le client refuse l'échange.")), ("arbitrator", actions.Claim())],
+    ),
+    ("ord-2005", Reason.DEFECTIVE, ResolutionType.REFUND_FULL, [("seller", actions.AcceptClaim(return_required=True))]),
+    (
+        "ord-2006",
+        Reason.DAMAGED,
+        ResolutionType.REFUND_FULL,
+        [
+            ("seller", actions.AcceptClaim(return_required=True)),
+            ("buyer", actions.MarkReturned(carrier="La Poste", tracking_number="6A00000000001")),
+        ],
+    ),
+    (
+        "ord-2007",
+        Reason.MISSING_PARTS,
+        ResolutionType.REFUND_PARTIAL,
+        [("seller", actions.Propose(resolution=PARTIAL)), ("buyer", actions.AcceptOffer())],
+    ),
+    (
+        "ord-2008",
+        Reason.DEFECTIVE,
+        ResolutionType.REPAIR,
+        [("seller", actions.Propose(resolution=REPAIR)), ("buyer", actions.AcceptOffer())],
+    ),
+    (
+        "ord-2009",
+        Reason.OTHER,
+        ResolutionType.REFUND_FULL,
+        [("buyer", actions.Withdraw(note="Finalement, ça marche."))],
+    ),
+]
+
+
+async def seed_disputes(session: AsyncSession, settings: Settings) -> None:
+    """A dispute in each status (open ... closed); skipped when the demo already has them."""
+    if await session.scalar(select(Dispute.id).where(Dispute.order_id == "ord-2001").limit(1)):
+        return
+    for order_id, reason, wanted, steps in DISPUTES:
+        buyer = _buyer(order_id)
+        requested = Requested(
+            type=wanted, amount=Money(1_000, "EUR") if wanted == ResolutionType.REFUND_PARTIAL else None
+        )
+        opened = await disputes.open_dispute(
+            session,
+            actor=buyer,
+            data=DisputeCreate(
+                order_id=order_id,
+                reason=reason,
+                requested=requested,
+                description=f"{reason.value.replace('_', ' ')} — {order_id}",
+            ),
+            settings=settings,
+        )
+        cast = {"buyer": buyer, "seller": _seller(order_id), "arbitrator": ARTHUR}
+        for who, body in steps:
+            await disputes.act(session, actor=cast[who], dispute_id=opened.dispute_id, body=body, settings=settings)

@@ -20,6 +20,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
+from app.disputes.controller import DisputeController, QueueController
 from app.errors import handle_exception
 from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     storage = LocalDiskStorage(settings.attachments_dir)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
-    worker = Worker(engine, poll_seconds=settings.worker_poll_seconds) if settings.run_worker else None
+    worker = (
+        Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings) if settings.run_worker else None
+    )
     hub = Hub(engine, channels, poll_seconds=settings.worker_poll_seconds, queue_size=settings.ws_queue_size)
 
     @asynccontextmanager
@@ -86,6 +89,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             ThreadController,
             AttachmentController,
             MacroController,
+            DisputeController,
+            QueueController,
             events_socket,
         ],
         dependencies={

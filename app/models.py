@@ -1,6 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and tests see the whole schema."""
 
 from app.db import Base
+from app.disputes.models import Dispute, DisputeEvent, DisputeLine
 from app.events.models import Event
 from app.idempotency import IdempotencyRecord
 from app.orders.models import Order, OrderLine
@@ -12,6 +13,9 @@ metadata = Base.metadata
 
 __all__ = [
     "Attachment",
+    "Dispute",
+    "DisputeEvent",
+    "DisputeLine",
     "Event",
     "IdempotencyRecord",
     "LedgerEntry",

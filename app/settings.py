@@ -45,6 +45,15 @@ class Settings:
     reopen_window_seconds: int = 1_209_600
     escrow_hold_seconds: int = 1_209_600
     worker_poll_seconds: float = 1.0
+    # Disputes: an order at or above this amount (minor units) makes its dispute critical.
+    dispute_critical_amount: int = 50_000
+    # Operator SLA (seed figures of the contract): first response and resolution, per priority.
+    sla_critical_first_response_seconds: int = 3_600
+    sla_critical_resolution_seconds: int = 86_400
+    sla_standard_first_response_seconds: int = 14_400
+    sla_standard_resolution_seconds: int = 172_800
+    # An escalated dispute nobody claimed for this long is flagged overdue in the queue.
+    queue_overdue_seconds: int = 900
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"
@@ -181,6 +190,9 @@ def _validate(settings: Settings) -> Settings:
         raise SettingsError(f"SAV_STRIPE_API_BASE={settings.stripe_api_base!r} must be an http(s) URL")
     if settings.env == "production" and settings.stripe_api_key and not settings.stripe_webhook_secret:
         raise SettingsError("SAV_STRIPE_WEBHOOK_SECRET must be set in production when SAV_STRIPE_API_KEY is")
+    for name in ("seller_response", "buyer_response", "return", "reopen_window", "escrow_hold"):
+        if getattr(settings, f"{name}_seconds") < 1:
+            raise SettingsError(f"SAV_{name.upper()}_SECONDS must be at least 1 second")
     if settings.ws_queue_size < 1:
         raise SettingsError("SAV_WS_QUEUE_SIZE must be at least 1")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

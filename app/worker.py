@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import idempotency
+from app.disputes import service as disputes
 from app.events import service as events
+from app.settings import Settings
 
 logger = logging.getLogger("sav.worker")
 
@@ -30,18 +32,32 @@ class Job:
     last_run: float = 0.0
 
 
-def default_jobs() -> list[Job]:
-    return [
+def default_jobs(settings: Settings | None = None) -> list[Job]:
+    jobs = [
         Job("prune-events", 3600, events.prune),
         Job("prune-idempotency-keys", 3600, idempotency.prune_expired),
     ]
+    if settings is not None:
+
+        async def dispute_timers(session: AsyncSession) -> int:
+            return await disputes.fire_due_timers(session, settings=settings)
+
+        jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
+    return jobs
 
 
 class Worker:
-    def __init__(self, engine: AsyncEngine, *, poll_seconds: float, jobs: list[Job] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        poll_seconds: float,
+        jobs: list[Job] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.poll_seconds = poll_seconds
-        self.jobs = jobs if jobs is not None else default_jobs()
+        self.jobs = jobs if jobs is not None else default_jobs(settings)
         self._task: asyncio.Task[None] | None = None
 
     async def run_due(self, now: float | None = None) -> dict[str, int]:

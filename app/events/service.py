@@ -26,6 +26,8 @@ RETENTION = timedelta(days=7)
 SEQUENCER_LOCK = 7_431_001  # any constant: one sequencer at a time across processes (PostgreSQL)
 SEQUENCE_BATCH = 1_000
 THREAD_KINDS = [f"thread:{a}" for a in ("tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal")]
+# Every kind of resource events are about; the policy's read lines for each say who receives them.
+EVENT_KINDS = [*THREAD_KINDS, "dispute"]
 
 _events: Table = Event.__table__  # type: ignore[assignment]
 _INSERT = insert(_events)
@@ -97,7 +99,7 @@ def visible_events(actor: Actor, reader: str) -> Any:
         kind=Event.resource_kind,
         buyer_id=Event.buyer_id,
         seller_id=Event.seller_id,
-        kinds={k: k for k in THREAD_KINDS},
+        kinds={k: k for k in EVENT_KINDS},
     ) & ((Event.recipient.is_(None)) | (Event.recipient == reader))
 
 

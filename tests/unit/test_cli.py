@@ -44,3 +44,10 @@ def test_sav_demo_seeds_and_prints_a_token_per_role(tmp_path) -> None:  # type: 
         assert f"\n  {role} " in result.stdout
     # Seeding twice is harmless.
     assert run_cli("demo", "--no-serve", SAV_DATABASE_URL=url).returncode == 0
+    # A dispute in each status, once.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        statuses = sorted(row[0] for row in db.execute("SELECT status FROM disputes"))
+    every = ["open", "awaiting_buyer", "escalated", "in_review", "awaiting_return", "return_in_transit"]
+    assert statuses == sorted([*every, "resolving", "resolved", "closed"])
