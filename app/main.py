@@ -30,6 +30,7 @@ from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
 from app.threads.storage import LocalDiskStorage
 from app.threads.ws import CHANNEL, Hub, events_socket
+from app.webhooks.controller import WebhookEndpointController
 from app.worker import Worker
 
 logger = logging.getLogger("sav")
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             MacroController,
             DisputeController,
             QueueController,
+            WebhookEndpointController,
             events_socket,
         ],
         dependencies={

@@ -8,6 +8,7 @@ from app.orders.models import Order, OrderLine
 from app.payouts.models import LedgerEntry, LedgerTransaction
 from app.sellers.models import Seller
 from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -28,5 +29,8 @@ __all__ = [
     "ReadCursor",
     "Seller",
     "Thread",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

@@ -1,8 +1,10 @@
-"""The background worker: housekeeping that runs without anyone asking.
+"""The background worker: what runs without anyone asking.
 
+Dispute timers, outbound webhook deliveries, and housekeeping (old events, stale idempotency keys).
 Runs inside the server when ``SAV_RUN_WORKER=true`` (the embedded default), or on its own as
-``sav worker``. Every job is safe to run from several workers at once (plain deletes of old rows), and a
-worker that dies loses nothing: due work is found again on the next pass.
+``sav worker``. Every job is safe to run from several workers at once (timers and deliveries take their
+rows with SKIP LOCKED; pruning is plain deletes), and a worker that dies loses nothing: due work is
+found again on the next pass.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,6 +23,7 @@ from app import idempotency
 from app.disputes import service as disputes
 from app.events import service as events
 from app.settings import Settings
+from app.webhooks import service as webhooks
 
 logger = logging.getLogger("sav.worker")
 
@@ -28,8 +32,11 @@ logger = logging.getLogger("sav.worker")
 class Job:
     name: str
     every_seconds: float
-    run: Callable[[AsyncSession], Awaitable[int]]
+    # Called with a session inside one transaction; or, when ``own_transactions``, with the session
+    # factory, for jobs that must commit before doing something slow (a webhook's HTTP call).
+    run: Callable[[Any], Awaitable[int]]
     last_run: float = 0.0
+    own_transactions: bool = False
 
 
 def default_jobs(settings: Settings | None = None) -> list[Job]:
@@ -43,6 +50,7 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
             return await disputes.fire_due_timers(session, settings=settings)
 
         jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
+        jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, webhooks.deliver_due, own_transactions=True))
     return jobs
 
 
@@ -68,8 +76,11 @@ class Worker:
             if job.last_run and now - job.last_run < job.every_seconds:
                 continue
             try:
-                async with self.sessions() as session, session.begin():
-                    done[job.name] = await job.run(session)
+                if job.own_transactions:
+                    done[job.name] = await job.run(self.sessions)
+                else:
+                    async with self.sessions() as session, session.begin():
+                        done[job.name] = await job.run(session)
                 job.last_run = now
             except Exception:  # one failing job must not stop the others; it is retried next pass
                 logger.exception("worker job %s failed", job.name)

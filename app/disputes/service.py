@@ -58,6 +58,7 @@ from app.settings import Settings
 from app.threads import service as threads
 from app.threads.models import Thread
 from app.threads.schemas import Audience, MessageCreate
+from app.webhooks import service as webhooks
 
 CRITICAL_REASONS = frozenset({"not_received", "damaged", "wrong_item"})
 QUEUE_STATUSES = (Status.ESCALATED.value, Status.IN_REVIEW.value)
@@ -681,6 +682,21 @@ async def _unfreeze_escrow(session: AsyncSession, dispute: Dispute) -> None:
         order.escrow_status = EscrowStatus.HELD.value
 
 
+def webhook_types(action: str, from_status: str | None, to_status: str) -> list[str]:
+    """The outbound event types (SPEC section 9) a transition announces."""
+    types = {
+        "open": ["dispute.opened"],
+        "decide": ["dispute.decided"],
+        "mark_returned": ["return.shipped"],
+        "confirm_return": ["return.received"],
+    }.get(action, [])
+    if to_status == Status.ESCALATED and from_status != Status.ESCALATED:
+        types.append("dispute.escalated")
+    if to_status == Status.CLOSED:
+        types.append("dispute.closed")
+    return types or ["dispute.updated"]
+
+
 async def _record(
     session: AsyncSession,
     dispute: Dispute,
@@ -691,7 +707,7 @@ async def _record(
     data: dict[str, Any],
     now: datetime,
 ) -> None:
-    """The audit event and the real-time event of one transition, in its transaction."""
+    """The audit event, the real-time event and the outbound webhooks of one transition, in its transaction."""
     session.add(
         DisputeEvent(
             dispute_id=dispute.id,
@@ -731,6 +747,14 @@ async def _record(
         payload=summary,
         now=now,
     )
+    for event_type in webhook_types(action, from_status, dispute.status):
+        decided = event_type == "dispute.decided"
+        await webhooks.enqueue(
+            session,
+            event_type=event_type,
+            data={**summary, "resolution": dispute.resolution} if decided else summary,
+            now=now,
+        )
 
 
 # --- satisfaction ---------------------------------------------------------------------------------------

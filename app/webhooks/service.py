@@ -1,0 +1,362 @@
+"""Outbound webhooks: endpoints, the outbox, and delivery by the worker.
+
+A transition calls :func:`enqueue` inside its own transaction: one ``pending`` delivery per subscribed
+endpoint. Only committed rows exist, so nothing is ever sent for a rolled-back change. The worker then
+delivers in three steps, none holding a transaction across the network:
+
+1. claim due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, SQLite's write lock otherwise),
+   push their ``next_attempt_at`` forward by a lease and count the attempt, commit;
+2. POST each one, signed (app/webhooks/signing.py);
+3. record the attempt and the outcome: 2xx succeeded; otherwise retry with exponential backoff
+   until 24 h after the event, then ``failed``.
+
+Two workers never POST the same delivery at once (the lease), and a worker that dies after claiming
+loses nothing: the lease runs out and the delivery is due again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import Actor
+from app.db import utcnow
+from app.errors import NotFound, ValidationFailed
+from app.schemas import Page
+from app.webhooks import signing
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks.schemas import (
+    EVENT_TYPES,
+    AttemptRead,
+    DeliveryRead,
+    EndpointCreate,
+    EndpointCreated,
+    EndpointRead,
+)
+
+RETRY_FOR = timedelta(hours=24)
+LEASE = timedelta(seconds=60)
+TIMEOUT_SECONDS = 10.0
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 3600
+BATCH = 50
+
+
+# --- endpoints ------------------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed("url must be an http(s) URL with a host", field="url")
+
+
+def _read(endpoint: WebhookEndpoint) -> EndpointRead:
+    return EndpointRead(
+        endpoint_id=endpoint.id,
+        url=endpoint.url,
+        event_types=list(endpoint.event_types),
+        description=endpoint.description,
+        active=endpoint.active,
+        created_at=endpoint.created_at,
+    )
+
+
+async def create_endpoint(session: AsyncSession, *, actor: Actor, data: EndpointCreate) -> EndpointCreated:
+    _check_url(data.url)
+    for index, event_type in enumerate(data.event_types):
+        if event_type != "*" and event_type not in EVENT_TYPES:
+            raise ValidationFailed(
+                f"unknown event type {event_type!r}; known: *, {', '.join(EVENT_TYPES)}",
+                field=f"event_types[{index}]",
+            )
+    endpoint = WebhookEndpoint(
+        id=f"whe_{uuid.uuid4().hex}",
+        url=data.url,
+        event_types=sorted(set(data.event_types)),
+        secret=data.secret or secrets.token_urlsafe(32),
+        description=data.description,
+        active=True,
+        created_by=actor.id,
+        created_at=utcnow(),
+    )
+    session.add(endpoint)
+    await session.flush()
+    return EndpointCreated(**msgspec.structs.asdict(_read(endpoint)), secret=endpoint.secret)
+
+
+async def _endpoint(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"webhook endpoint {endpoint_id!r} does not exist")
+    return endpoint
+
+
+async def get_endpoint(session: AsyncSession, *, endpoint_id: str) -> EndpointRead:
+    return _read(await _endpoint(session, endpoint_id))
+
+
+def _cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, last_id = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return msgspec.convert(created, datetime), str(last_id)
+    except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
+        raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
+
+
+async def list_endpoints(session: AsyncSession, *, limit: int, cursor: str | None) -> Page[EndpointRead]:
+    query = select(WebhookEndpoint)
+    if cursor is not None:
+        at, last_id = _uncursor(cursor)
+        query = query.where(
+            or_(WebhookEndpoint.created_at < at, and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id < last_id))
+        )
+    order = (WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+    rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
+    more, rows = len(rows) > limit, rows[:limit]
+    next_cursor = _cursor([rows[-1].created_at.isoformat(), rows[-1].id]) if more else None
+    return Page(items=[_read(e) for e in rows], next_cursor=next_cursor)
+
+
+async def deactivate(session: AsyncSession, *, endpoint_id: str) -> None:
+    """Stop sending to an endpoint: it stays listed (with its log), its pending deliveries end failed."""
+    endpoint = await _endpoint(session, endpoint_id)
+    endpoint.active = False
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+        .values(status="failed", last_error="endpoint deactivated")
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession, *, endpoint_id: str, limit: int, cursor: str | None
+) -> Page[DeliveryRead]:
+    await _endpoint(session, endpoint_id)
+    query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+    if cursor is not None:
+        at, last_id = _uncursor(cursor)
+        query = query.where(
+            or_(WebhookDelivery.created_at < at, and_(WebhookDelivery.created_at == at, WebhookDelivery.id < last_id))
+        )
+    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
+    more, rows = len(rows) > limit, rows[:limit]
+    attempts: dict[str, list[AttemptRead]] = {d.id: [] for d in rows}
+    if rows:
+        found = await session.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(list(attempts)))
+            .order_by(WebhookAttempt.delivery_id, WebhookAttempt.number)
+        )
+        for a in found.all():
+            attempts[a.delivery_id].append(
+                AttemptRead(
+                    number=a.number, at=a.at, status_code=a.status_code, error=a.error, duration_ms=a.duration_ms
+                )
+            )
+    items = [
+        DeliveryRead(
+            delivery_id=d.id,
+            event_id=d.event_id,
+            event_type=d.event_type,
+            status=d.status,
+            attempts=attempts[d.id],
+            next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+            created_at=d.created_at,
+            delivered_at=d.delivered_at,
+            payload=d.payload,
+        )
+        for d in rows
+    ]
+    next_cursor = _cursor([rows[-1].created_at.isoformat(), rows[-1].id]) if more else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+# --- the outbox -----------------------------------------------------------------------------------------
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    event_type: str,
+    data: dict[str, Any],
+    event_id: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """One pending delivery per active endpoint subscribed to ``event_type``, in the caller's transaction."""
+    endpoints = (
+        await session.execute(select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.active))
+    ).all()
+    wanted = [endpoint_id for endpoint_id, types in endpoints if "*" in types or event_type in types]
+    if not wanted:
+        return 0
+    now = now or utcnow()
+    event_id = event_id or f"evt_{uuid.uuid4().hex}"
+    body = msgspec.json.encode({"id": event_id, "type": event_type, "created_at": now, "data": data}).decode()
+    session.add_all(
+        [
+            WebhookDelivery(
+                id=f"whd_{uuid.uuid4().hex}",
+                endpoint_id=endpoint_id,
+                event_id=event_id,
+                event_type=event_type,
+                payload=body,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for endpoint_id in wanted
+        ]
+    )
+    return len(wanted)
+
+
+# --- delivery -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: str
+    attempt: int
+    event_id: str
+    event_type: str
+    payload: str
+    url: str
+    secret: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def backoff(attempt: int) -> timedelta:
+    """30 s, 1 min, 2 min, ... capped at 1 h, with up to 10 % jitter so retries do not stampede."""
+    seconds = min(FIRST_RETRY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
+    return timedelta(seconds=seconds * (1 + random.random() / 10))  # noqa: S311 - jitter, not security
+
+
+async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH) -> list[Claimed]:
+    async with sessions() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret)
+                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True, of=WebhookDelivery)
+            )
+        ).all()
+        claimed = []
+        for delivery, url, secret in rows:
+            delivery.attempts += 1
+            delivery.next_attempt_at = now + LEASE
+            claimed.append(
+                Claimed(
+                    delivery_id=delivery.id,
+                    attempt=delivery.attempts,
+                    event_id=delivery.event_id,
+                    event_type=delivery.event_type,
+                    payload=delivery.payload,
+                    url=url,
+                    secret=secret,
+                    created_at=delivery.created_at,
+                )
+            )
+        return claimed
+
+
+async def send(client: httpx.AsyncClient, item: Claimed) -> Outcome:
+    body = item.payload.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "sav-webhooks/1",
+        signing.HEADER: signing.sign(item.secret, int(time.time()), body),
+        "Sav-Event-Id": item.event_id,
+        "Sav-Event-Type": item.event_type,
+        "Sav-Delivery-Attempt": str(item.attempt),
+    }
+    started = time.perf_counter()
+    try:
+        response = await client.post(item.url, content=body, headers=headers)
+        status, error = response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        status, error = None, f"{type(exc).__name__}: {exc}"[:500]
+    return Outcome(status_code=status, error=error, duration_ms=int((time.perf_counter() - started) * 1000))
+
+
+async def record(sessions: async_sessionmaker[AsyncSession], item: Claimed, outcome: Outcome, *, now: datetime) -> None:
+    async with sessions() as session, session.begin():
+        session.add(
+            WebhookAttempt(
+                delivery_id=item.delivery_id,
+                number=item.attempt,
+                at=now,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                duration_ms=outcome.duration_ms,
+            )
+        )
+        if outcome.ok:
+            values: dict[str, Any] = {"status": "succeeded", "delivered_at": now, "last_error": None}
+        elif now + backoff(item.attempt) - item.created_at > RETRY_FOR:
+            values = {"status": "failed"}
+        else:
+            values = {"next_attempt_at": now + backoff(item.attempt)}
+        values |= {"last_status_code": outcome.status_code, "last_error": outcome.error}
+        # Only if the delivery is still ours (same attempt): a lease that ran out was taken by another worker.
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == item.delivery_id, WebhookDelivery.attempts == item.attempt)
+            .values(**values)
+        )
+
+
+async def deliver_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime | None = None,
+    client: httpx.AsyncClient | None = None,
+    batch: int = BATCH,
+) -> int:
+    """One worker pass: claim, send in parallel, record. Returns how many deliveries were attempted."""
+    claimed = await claim_due(sessions, now=now or utcnow(), batch=batch)
+    if not claimed:
+        return 0
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+    try:
+        outcomes = await asyncio.gather(*(send(http, item) for item in claimed))
+    finally:
+        if own:
+            await http.aclose()
+    for item, outcome in zip(claimed, outcomes, strict=True):
+        await record(sessions, item, outcome, now=now or utcnow())
+    return len(claimed)
