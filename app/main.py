@@ -25,6 +25,7 @@ from app.errors import handle_exception
 from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
 from app.orders.controller import OrderController
+from app.payouts.controller import RefundController
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             DisputeController,
             QueueController,
             WebhookEndpointController,
+            RefundController,
             events_socket,
         ],
         dependencies={

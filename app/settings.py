@@ -54,6 +54,8 @@ class Settings:
     sla_standard_resolution_seconds: int = 172_800
     # An escalated dispute nobody claimed for this long is flagged overdue in the queue.
     queue_overdue_seconds: int = 900
+    # Refunds: the most an agent (level 1) may grant from the operator's funds, per refund (minor units).
+    agent_goodwill_limit: int = 5_000
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"

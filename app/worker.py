@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,6 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import idempotency
 from app.disputes import service as disputes
 from app.events import service as events
+from app.payouts import refunds
+from app.payouts.escrow import EscrowGateway
+from app.payouts.models import Refund
+from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -39,6 +44,14 @@ class Job:
     own_transactions: bool = False
 
 
+def escrow_gateway(settings: Settings) -> EscrowGateway | None:
+    """The payment provider, when one is configured (``SAV_STRIPE_API_KEY``). Without it refunds are
+    granted and stay pending until a worker with a key runs."""
+    if not settings.stripe_api_key:
+        return None
+    return StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
+
+
 def default_jobs(settings: Settings | None = None) -> list[Job]:
     jobs = [
         Job("prune-events", 3600, events.prune),
@@ -51,6 +64,16 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
 
         jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
         jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, webhooks.deliver_due, own_transactions=True))
+        gateway = escrow_gateway(settings)
+        if gateway is not None:
+
+            async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
+                await disputes.refund_settled(session, refund, now, settings)
+
+            async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
+                return await refunds.pay_due(sessions, gateway=gateway, on_settled=on_settled)
+
+            jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
     return jobs
 
 

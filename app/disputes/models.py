@@ -61,6 +61,8 @@ class Dispute(Base):
     excluded_arbitrator: Mapped[str | None] = mapped_column(String(128))
     appealed: Mapped[bool] = mapped_column(Boolean, default=False)
     reopened: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The refund of its resolution was refused by the provider: back in the queue, flagged.
+    refund_failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # SLA: counted from the first escalation; the first claim is the operator's first response.
     escalated_at: Mapped[datetime | None]
     first_escalated_at: Mapped[datetime | None]

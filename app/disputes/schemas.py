@@ -191,6 +191,7 @@ class DisputeRead(msgspec.Struct, kw_only=True):
     return_condition: str | None
     sla: Sla | None
     overdue: bool
+    refund_failed: bool
     created_at: datetime
     updated_at: datetime
 

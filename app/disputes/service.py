@@ -49,7 +49,10 @@ from app.money import Money
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.orders.service import resource_of as order_resource
+from app.payouts import refunds
 from app.payouts import service as payouts
+from app.payouts.models import Refund
+from app.payouts.schemas import RefundCreate, RefundKind
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_resources
 from app.schemas import Page
@@ -159,6 +162,7 @@ def to_read(
         return_condition=dispute.return_condition,
         sla=_sla(dispute, now),
         overdue=_overdue(dispute, now, settings),
+        refund_failed=bool(dispute.refund_failed),
         created_at=dispute.created_at,
         updated_at=dispute.updated_at,
     )
@@ -441,6 +445,7 @@ async def open_dispute(session: AsyncSession, *, actor: Actor, data: DisputeCrea
         respond_by=now + timedelta(seconds=settings.seller_response_seconds),
         appealed=False,
         reopened=False,
+        refund_failed=False,
         created_at=now,
         updated_at=now,
     )
@@ -510,7 +515,15 @@ async def act(
     if isinstance(body, RequestInfo):
         await _ask(session, dispute, actor, body)
     await _apply_change(
-        session, dispute, change, who=_who(actor), action=action.value, data=payload, now=now, settings=settings
+        session,
+        dispute,
+        change,
+        who=_who(actor),
+        action=action.value,
+        data=payload,
+        now=now,
+        settings=settings,
+        actor=actor,
     )
     lines = await _lines_of(session, [dispute.id])
     return to_read(dispute, lines[dispute.id], actor, settings, now)
@@ -634,6 +647,7 @@ async def _apply_change(
     data: dict[str, Any],
     now: datetime,
     settings: Settings,
+    actor: Actor | None = None,
 ) -> None:
     from_status = dispute.status
     for name, value in change.fields.items():
@@ -647,7 +661,53 @@ async def _apply_change(
     dispute.updated_at = now
     if change.to_status == Status.CLOSED:
         await _unfreeze_escrow(session, dispute)
+    if change.to_status == Status.RESOLVING and from_status != Status.RESOLVING and actor is not None:
+        await _grant_resolution_refund(session, dispute, actor, settings)
     await _record(session, dispute, who=who, action=action, from_status=from_status, data=data, now=now)
+
+
+async def _grant_resolution_refund(session: AsyncSession, dispute: Dispute, actor: Actor, settings: Settings) -> None:
+    """A money resolution becomes a refund in the same transaction; the payouts worker pays it and moves
+    the dispute on (``refund_settled``). Credit notes and promo codes wait here until they exist."""
+    resolution = dispute.resolution or {}
+    if resolution.get("type") not in ("refund_full", "refund_partial"):
+        return
+    amount = int(resolution["amount"]["amount"])
+    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    previous = await session.scalar(select(func.count()).select_from(Refund).where(Refund.dispute_id == dispute.id))
+    seller_share = resolution.get("seller_share")
+    await refunds.grant_refund(
+        session,
+        actor=actor,
+        data=RefundCreate(
+            order_id=dispute.order_id,
+            kind=RefundKind.FULL if amount == refundable else RefundKind.PARTIAL,
+            amount=None if amount == refundable else Money(amount, dispute.currency),
+            funded_by=resolution.get("funded_by", "seller"),
+            seller_share=Money(**seller_share) if seller_share else None,
+            reason=f"dispute {dispute.id} ({dispute.reason})",
+            dispute_id=dispute.id,
+        ),
+        # Derived from the dispute and how many refunds it had: the same resolution never pays twice.
+        source_key=f"dispute:{dispute.id}:{int(previous or 0) + 1}",
+        settings=settings,
+        check_role=False,
+    )
+
+
+async def refund_settled(session: AsyncSession, refund: Refund, now: datetime, settings: Settings) -> None:
+    """The payouts worker settled a dispute's refund: resolve the dispute, or send it back flagged."""
+    if refund.dispute_id is None:
+        return
+    dispute = await session.get(Dispute, refund.dispute_id, with_for_update=True, populate_existing=True)
+    if dispute is None or dispute.status != Status.RESOLVING:
+        return
+    action = Action.REFUND_SUCCEEDED if refund.status == "succeeded" else Action.REFUND_FAILED
+    change = workflow.apply(state_of(dispute), action, workflow.SYSTEM, now=now, timing=timing_of(settings))
+    data = {"refund_id": refund.id, "status": refund.status, "failure_reason": refund.failure_reason}
+    await _apply_change(
+        session, dispute, change, who=SYSTEM_WHO, action=action.value, data=data, now=now, settings=settings
+    )
 
 
 def _update_sla(dispute: Dispute, settings: Settings, now: datetime) -> None:

@@ -49,6 +49,9 @@ class Action(StrEnum):
     BUYER_TIMEOUT = "buyer_timeout"
     RETURN_TIMEOUT = "return_timeout"
     CLOSE_RESOLVED = "close_resolved"
+    # Taken when the refund of a money resolution settles (the payouts worker).
+    REFUND_SUCCEEDED = "refund_succeeded"
+    REFUND_FAILED = "refund_failed"
 
 
 class Party(StrEnum):
@@ -92,6 +95,8 @@ TRANSITIONS: dict[Action, tuple[Status, ...]] = {
     Action.BUYER_TIMEOUT: (Status.AWAITING_BUYER,),
     Action.RETURN_TIMEOUT: (Status.AWAITING_RETURN,),
     Action.CLOSE_RESOLVED: (Status.RESOLVED,),
+    Action.REFUND_SUCCEEDED: (Status.RESOLVING,),
+    Action.REFUND_FAILED: (Status.RESOLVING,),
 }
 
 # action -> who may take it (any of these).
@@ -114,6 +119,8 @@ WHO: dict[Action, tuple[Party, ...]] = {
     Action.BUYER_TIMEOUT: (Party.SYSTEM,),
     Action.RETURN_TIMEOUT: (Party.SYSTEM,),
     Action.CLOSE_RESOLVED: (Party.SYSTEM,),
+    Action.REFUND_SUCCEEDED: (Party.SYSTEM,),
+    Action.REFUND_FAILED: (Party.SYSTEM,),
 }
 
 CALLER_ACTIONS = [a for a in Action if Party.SYSTEM not in WHO[a]]
@@ -411,6 +418,11 @@ def _target(
             return Change(Status.CLOSED, {"respond_by": None}, outcome="abandoned")
         case Action.RETURN_TIMEOUT:
             return Change(Status.CLOSED, {"return_by": None}, outcome="return_not_shipped")
+        case Action.REFUND_SUCCEEDED:
+            return Change(Status.RESOLVED, {"resolved_at": now, "refund_failed": False})
+        case Action.REFUND_FAILED:
+            # Back to the operator, flagged: the money did not go out.
+            return Change(Status.ESCALATED, {"escalated_at": now, "refund_failed": True, "assignee_id": None})
         case Action.CLOSE_RESOLVED:
             denied = state.resolution is not None and state.resolution.get("type") == "deny"
             return Change(Status.CLOSED, {}, outcome="denied" if denied else "resolved")

@@ -5,6 +5,12 @@ Amounts are signed minor units, debit positive. Balances are never stored: they 
 Accounts used so far:
   provider_balance   money the marketplace holds at the payment provider (asset)
   escrow             what is owed for an order until it is released to the seller or refunded (liability)
+  refunds_in_flight  refunds granted to a buyer and not yet paid out by the provider (liability)
+  platform_goodwill  what the marketplace pays from its own funds (operator-funded refunds; expense)
+
+A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
+flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
+``refund_reversed`` (the exact opposite of the issue) when the provider finally refuses it.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from app.payouts.models import LedgerEntry, LedgerTransaction
 class Account(StrEnum):
     PROVIDER_BALANCE = "provider_balance"
     ESCROW = "escrow"
+    REFUNDS_IN_FLIGHT = "refunds_in_flight"
+    PLATFORM_GOODWILL = "platform_goodwill"
 
 
 class TransactionKind(StrEnum):
     CAPTURE = "capture"
     CAPTURE_ADJUSTMENT = "capture_adjustment"
-    REFUND = "refund"
+    REFUND_ISSUED = "refund_issued"
+    REFUND_PAID = "refund_paid"
+    REFUND_REVERSED = "refund_reversed"
 
 
 class UnbalancedTransaction(ValueError):
@@ -84,12 +94,22 @@ async def post(
     return transaction_id
 
 
-async def order_escrow_by_kind(session: AsyncSession, order_id: str) -> dict[str, int]:
-    """Sum of the order's escrow entries per transaction kind (credit negative)."""
+async def order_balances(session: AsyncSession, order_id: str) -> dict[tuple[str, str], int]:
+    """Sum of the order's entries per (account, transaction kind) (debit positive, credit negative)."""
     rows = await session.execute(
-        select(LedgerTransaction.kind, func.sum(LedgerEntry.amount))
+        select(LedgerEntry.account, LedgerTransaction.kind, func.sum(LedgerEntry.amount))
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerEntry.order_id == order_id, LedgerEntry.account == Account.ESCROW.value)
-        .group_by(LedgerTransaction.kind)
+        .where(LedgerEntry.order_id == order_id)
+        .group_by(LedgerEntry.account, LedgerTransaction.kind)
     )
-    return {kind: int(total) for kind, total in rows.all()}
+    return {(account, kind): int(total) for account, kind, total in rows.all()}
+
+
+async def entries_of(session: AsyncSession, reference: str) -> list[Entry]:
+    """The entries of the transaction posted under ``reference`` (to reverse it exactly)."""
+    rows = await session.execute(
+        select(LedgerEntry.account, LedgerEntry.amount, LedgerEntry.currency, LedgerEntry.party_id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerTransaction.reference == reference)
+    )
+    return [Entry(Account(account), int(amount), currency, party) for account, amount, currency, party in rows.all()]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -34,3 +34,42 @@ class LedgerEntry(Base):
     # Signed minor units: debit positive, credit negative.
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+
+
+class Refund(Base):
+    """Compensation paid out of escrow. Written (with its ledger entries) before the provider is called;
+    the worker then asks the provider with this row's id as the idempotency key."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        Index("ix_refunds_order", "order_id", "created_at"),
+        Index("ix_refunds_created", "created_at", "id"),
+        # The worker's question: which refunds are waiting for the provider, and due?
+        Index(
+            "ix_refunds_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    dispute_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # What caused it, unique: a dispute's resolution, or an API caller's idempotency key.
+    source_key: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    funded_by: Mapped[str] = mapped_column(String(16))
+    seller_amount: Mapped[int] = mapped_column(BigInteger)
+    operator_amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, failed
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -63,7 +63,16 @@ def _net(entries: list[Entry]) -> list[Entry]:
 
 
 async def order_money(session: AsyncSession, *, order_id: str) -> OrderMoney:
-    by_kind = await ledger.order_escrow_by_kind(session, order_id)
-    captured = -(by_kind.get(TransactionKind.CAPTURE, 0) + by_kind.get(TransactionKind.CAPTURE_ADJUSTMENT, 0))
-    refunded = by_kind.get(TransactionKind.REFUND, 0)
+    """Captured: what the buyer paid into escrow. Refunded: refunds granted (paid or in flight), minus
+    those the provider refused — both read from the ledger, never stored."""
+    sums = await ledger.order_balances(session, order_id)
+    escrow = Account.ESCROW.value
+    captured = -(
+        sums.get((escrow, TransactionKind.CAPTURE), 0) + sums.get((escrow, TransactionKind.CAPTURE_ADJUSTMENT), 0)
+    )
+    in_flight = Account.REFUNDS_IN_FLIGHT.value
+    refunded = -(
+        sums.get((in_flight, TransactionKind.REFUND_ISSUED), 0)
+        + sums.get((in_flight, TransactionKind.REFUND_REVERSED), 0)
+    )
     return OrderMoney(captured=captured, refunded=refunded)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Actor
+from app.errors import ValidationFailed
+from app.idempotency import IdempotencyKey, idempotent
+from app.payouts import refunds
+from app.payouts.schemas import RefundCreate, RefundRead
+from app.permissions.guards import allow
+from app.schemas import Page, StrictBody, decode
+from app.settings import Settings
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size (1..200)")]
+
+
+class RefundController(Controller):
+    path = "/v1/refunds"
+    tags = ["refunds"]
+
+    @post("/", guards=[allow("refund", "write")], summary="Grant a refund from escrow (Idempotency-Key required)")
+    async def grant(
+        self,
+        request: Request[Actor, str, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+        data: StrictBody[RefundCreate],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[RefundRead]:
+        if not idempotency_key:
+            raise ValidationFailed("refunds need an Idempotency-Key header", field="header:Idempotency-Key")
+
+        async def call() -> tuple[int, RefundRead]:
+            refund = await refunds.grant_refund(
+                db_session,
+                actor=request.user,
+                data=decode(RefundCreate, data),
+                source_key=f"api:{request.user.id}:{idempotency_key}",
+                settings=settings,
+            )
+            return 201, refund
+
+        return await idempotent(db_session, request, key=idempotency_key, call=call)
+
+    @get("/", guards=[allow("order", "read")], summary="Refunds the caller may see, newest first")
+    async def list_refunds(
+        self,
+        request: Request[Actor, str, Any],
+        db_session: NamedDependency[AsyncSession],
+        limit: Limit = 50,
+        cursor: Annotated[str | None, QueryParameter()] = None,
+        order_id: Annotated[str | None, QueryParameter()] = None,
+        status: Annotated[Literal["pending", "succeeded", "failed"] | None, QueryParameter()] = None,
+    ) -> Page[RefundRead]:
+        return await refunds.list_refunds(
+            db_session, actor=request.user, order_id=order_id, status=status, limit=limit, cursor=cursor
+        )
+
+    @get("/{refund_id:str}", guards=[allow("order", "read")], summary="One refund")
+    async def get_refund(
+        self, request: Request[Actor, str, Any], db_session: NamedDependency[AsyncSession], refund_id: FromPath[str]
+    ) -> RefundRead:
+        return await refunds.get_refund(db_session, actor=request.user, refund_id=refund_id)

@@ -1,0 +1,409 @@
+"""Refunds from escrow: grant them (caps checked under the order's lock, ledger entries written), then
+let the worker pay them through the escrow gateway, once.
+
+Never paid twice: the refund row and its ``refund_issued`` ledger transaction commit before anything
+is sent; the worker claims due refunds with a lease (``SKIP LOCKED``), calls the provider with the
+refund id as idempotency key (a retry after a timeout or a crash gets the first answer back), and
+records the outcome under the row lock (a ``refund_paid`` transaction has a unique reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import Actor, Role
+from app.db import utcnow
+from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
+from app.money import Money
+from app.orders.models import Order
+from app.orders.service import resource_of as order_resource
+from app.payouts import ledger
+from app.payouts.escrow import EscrowError, EscrowGateway, ProviderRefund
+from app.payouts.ledger import Account, Entry, TransactionKind
+from app.payouts.models import Refund
+from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
+from app.payouts.service import order_money
+from app.permissions.enforcer import Resource, is_allowed
+from app.schemas import Page
+from app.sellers.models import Seller
+from app.settings import Settings
+
+LEASE = timedelta(seconds=60)
+# Stripe keeps idempotency keys 24 h: past that, a retry could pay a second time, so we stop before.
+GIVE_UP_AFTER = timedelta(hours=23)
+PENDING_RECHECK = timedelta(seconds=30)
+BATCH = 50
+PROVIDER_KINDS = (RefundKind.FULL, RefundKind.PARTIAL)
+
+
+def _read(refund: Refund) -> RefundRead:
+    return RefundRead(
+        refund_id=refund.id,
+        order_id=refund.order_id,
+        dispute_id=refund.dispute_id,
+        kind=refund.kind,
+        amount=Money(refund.amount, refund.currency),
+        funded_by=refund.funded_by,
+        seller_share=Money(refund.seller_amount, refund.currency),
+        status=refund.status,  # type: ignore[arg-type]
+        provider_ref=refund.provider_ref,
+        failure_reason=refund.failure_reason,
+        reason=refund.reason,
+        created_at=refund.created_at,
+        updated_at=refund.updated_at,
+    )
+
+
+# --- granting -------------------------------------------------------------------------------------------
+
+
+def _check_role(actor: Actor, *, funded_by: str, amount: int, order: Order, seller: Seller | None, limit: int) -> None:
+    """SPEC section 7: arbitrators (and admins) any refund; agents operator-funded goodwill up to a limit;
+    sellers their own orders, seller-funded, within their refund budget; nobody else."""
+    role = actor.role
+    if role in (Role.ARBITRATOR, Role.ADMIN):
+        return
+    if role == Role.AGENT:
+        if funded_by != "operator":
+            raise Forbidden("an agent grants operator-funded goodwill only; ask an arbitrator")
+        if amount > limit:
+            raise BusinessRuleViolation(
+                f"{amount} is above the agent goodwill limit of {limit}: ask an arbitrator",
+                code="refund.over_goodwill_limit",
+                limit=limit,
+            )
+        return
+    if role == Role.SELLER:
+        if funded_by != "seller":
+            raise Forbidden("a shop's refunds are funded by the shop")
+        budget = seller.refund_budget_amount if seller is not None else None
+        if budget is None or (seller is not None and seller.refund_budget_currency != order.currency):
+            raise BusinessRuleViolation("this shop has no refund budget", code="refund.over_budget")
+        if amount > budget:
+            raise BusinessRuleViolation(
+                f"{amount} is above the shop's refund budget of {budget}", code="refund.over_budget", budget=budget
+            )
+        return
+    raise Forbidden(f"a {role} may not grant refunds")
+
+
+def _shares(funded_by: str, amount: int, seller_share: Money | None, currency: str) -> tuple[int, int]:
+    if seller_share is not None and seller_share.currency != currency:
+        raise BusinessRuleViolation(
+            f"seller_share is in {seller_share.currency} but the order is in {currency}", code="money.currency_mismatch"
+        )
+    if funded_by == "split":
+        if seller_share is None:
+            raise ValidationFailed("a split refund needs seller_share", field="seller_share")
+        if seller_share.amount > amount:
+            raise ValidationFailed("seller_share cannot exceed the amount", field="seller_share")
+        return seller_share.amount, amount - seller_share.amount
+    if seller_share is not None:
+        raise ValidationFailed("seller_share is only for funded_by split", field="seller_share")
+    return (amount, 0) if funded_by == "seller" else (0, amount)
+
+
+async def grant_refund(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    data: RefundCreate,
+    source_key: str,
+    settings: Settings,
+    check_role: bool = True,
+) -> RefundRead:
+    """Grant a refund: validated, capped by what is still refundable under the order's row lock, written
+    with its ledger entries. The worker pays it after commit."""
+    if data.kind not in PROVIDER_KINDS:
+        raise BusinessRuleViolation(
+            f"{data.kind} refunds (credit notes, promo codes) are not available yet", code="refund.kind_not_available"
+        )
+    existing = await session.scalar(select(Refund).where(Refund.source_key == source_key))
+    if existing is not None:
+        return _read(existing)
+    # The lock serializes every refund of this order: ten concurrent partial refunds that together
+    # exceed the capture cannot all pass the check below.
+    order = await session.get(Order, data.order_id, with_for_update=True, populate_existing=True)
+    if order is None or not is_allowed(actor, order_resource(order), "read"):
+        raise NotFound(f"order {data.order_id!r} does not exist")
+    if data.amount is not None and data.amount.currency != order.currency:
+        raise BusinessRuleViolation(
+            f"amount is in {data.amount.currency} but the order is in {order.currency}", code="money.currency_mismatch"
+        )
+    if data.bonus_percent:
+        raise ValidationFailed("bonus_percent is for credit notes and promo codes", field="bonus_percent")
+    refundable = (await order_money(session, order_id=order.id)).refundable
+    if data.kind == RefundKind.FULL:
+        if data.amount is not None and data.amount.amount != refundable:
+            raise ValidationFailed(f"a full refund is {refundable}; leave amount out", field="amount")
+        amount = refundable
+        if amount == 0:
+            raise BusinessRuleViolation("nothing is left to refund on this order", code="refund.exceeds_refundable")
+    else:
+        if data.amount is None or data.amount.amount == 0:
+            raise ValidationFailed("a partial refund needs a positive amount", field="amount")
+        amount = data.amount.amount
+        if amount > refundable:
+            raise BusinessRuleViolation(
+                f"{amount} is more than the {refundable} still refundable",
+                code="refund.exceeds_refundable",
+                refundable=refundable,
+            )
+    seller_part, operator_part = _shares(data.funded_by, amount, data.seller_share, order.currency)
+    if check_role:
+        seller = await session.get(Seller, order.seller_id)
+        _check_role(
+            actor,
+            funded_by=data.funded_by,
+            amount=amount,
+            order=order,
+            seller=seller,
+            limit=settings.agent_goodwill_limit,
+        )
+    now = utcnow()
+    refund = Refund(
+        id=f"rfd_{uuid.uuid4().hex}",
+        order_id=order.id,
+        dispute_id=data.dispute_id,
+        source_key=source_key,
+        kind=data.kind.value,
+        amount=amount,
+        currency=order.currency,
+        funded_by=data.funded_by,
+        seller_amount=seller_part,
+        operator_amount=operator_part,
+        reason=data.reason,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_by=actor.id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(refund)
+    await session.flush()
+    entries = [Entry(Account.REFUNDS_IN_FLIGHT, -amount, order.currency, order.buyer_id)]
+    if seller_part:
+        entries.append(Entry(Account.ESCROW, seller_part, order.currency, order.seller_id))
+    if operator_part:
+        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, order.currency))
+    await ledger.post(
+        session,
+        kind=TransactionKind.REFUND_ISSUED,
+        reference=f"refund:{refund.id}:issued",
+        entries=entries,
+        order_id=order.id,
+    )
+    return _read(refund)
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+async def get_refund(session: AsyncSession, *, actor: Actor, refund_id: str) -> RefundRead:
+    refund = await session.get(Refund, refund_id)
+    order = await session.get(Order, refund.order_id) if refund is not None else None
+    if refund is None or order is None or not is_allowed(actor, order_resource(order), "read"):
+        raise NotFound(f"refund {refund_id!r} does not exist")
+    return _read(refund)
+
+
+async def list_refunds(
+    session: AsyncSession, *, actor: Actor, order_id: str | None, status: str | None, limit: int, cursor: str | None
+) -> Page[RefundRead]:
+    query = select(Refund).join(Order, Order.id == Refund.order_id)
+    if actor.role == Role.BUYER:
+        query = query.where(Order.buyer_id == actor.id)
+    elif actor.role == Role.SELLER:
+        query = query.where(Order.seller_id == actor.seller_id)
+    elif not is_allowed(actor, Resource(kind="order"), "read"):  # operator staff, finance, the marketplace
+        raise Forbidden(f"a {actor.role} may not list refunds")
+    if order_id is not None:
+        query = query.where(Refund.order_id == order_id)
+    if status is not None:
+        query = query.where(Refund.status == status)
+    if cursor is not None:
+        try:
+            created, last_id = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            at = msgspec.convert(created, datetime)
+        except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
+            raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
+        query = query.where(or_(Refund.created_at < at, and_(Refund.created_at == at, Refund.id < str(last_id))))
+    rows = list(
+        (await session.scalars(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all()
+    )
+    more, rows = len(rows) > limit, rows[:limit]
+    next_cursor = (
+        base64.urlsafe_b64encode(msgspec.json.encode([rows[-1].created_at.isoformat(), rows[-1].id]))
+        .decode()
+        .rstrip("=")
+        if more
+        else None
+    )
+    return Page(items=[_read(r) for r in rows], next_cursor=next_cursor)
+
+
+# --- paying (the worker) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    refund_id: str
+    attempt: int
+    provider_ref: str | None
+    charge_id: str
+    payment_intent_id: str | None
+    amount: int
+    currency: str
+    order_id: str
+    dispute_id: str | None
+    created_at: datetime
+
+
+# Called in the transaction that settles a refund (the disputes domain moves its dispute on).
+OnSettled = Callable[[AsyncSession, Refund, datetime], Awaitable[None]]
+
+
+async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH) -> list[Claimed]:
+    async with sessions() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(Refund, Order.charge_id, Order.payment_intent_id)
+                .join(Order, Order.id == Refund.order_id)
+                .where(Refund.status == "pending", Refund.next_attempt_at <= now)
+                .order_by(Refund.next_attempt_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True, of=Refund)
+            )
+        ).all()
+        claimed = []
+        for refund, charge_id, payment_intent_id in rows:
+            refund.attempts += 1
+            refund.next_attempt_at = now + LEASE
+            claimed.append(
+                Claimed(
+                    refund_id=refund.id,
+                    attempt=refund.attempts,
+                    provider_ref=refund.provider_ref,
+                    charge_id=charge_id,
+                    payment_intent_id=payment_intent_id,
+                    amount=refund.amount,
+                    currency=refund.currency,
+                    order_id=refund.order_id,
+                    dispute_id=refund.dispute_id,
+                    created_at=refund.created_at,
+                )
+            )
+        return claimed
+
+
+async def ask_provider(gateway: EscrowGateway, item: Claimed) -> ProviderRefund | EscrowError:
+    try:
+        if item.provider_ref:
+            return await gateway.retrieve_refund(item.provider_ref)
+        return await gateway.refund(
+            charge_id=item.charge_id,
+            payment_intent_id=item.payment_intent_id,
+            amount=item.amount,
+            currency=item.currency,
+            idempotency_key=item.refund_id,
+            metadata={"refund_id": item.refund_id, "order_id": item.order_id, "dispute_id": item.dispute_id or ""},
+        )
+    except EscrowError as exc:
+        return exc
+
+
+def _retry_in(attempt: int) -> timedelta:
+    return timedelta(seconds=min(10 * 2 ** (attempt - 1), 1800))
+
+
+async def record(
+    sessions: async_sessionmaker[AsyncSession],
+    item: Claimed,
+    answer: ProviderRefund | EscrowError,
+    *,
+    now: datetime,
+    on_settled: OnSettled | None,
+) -> str:
+    """Apply the provider's answer under the refund's row lock. Returns the refund's status after."""
+    async with sessions() as session, session.begin():
+        refund = await session.get(Refund, item.refund_id, with_for_update=True, populate_existing=True)
+        if refund is None or refund.status != "pending" or refund.attempts != item.attempt:
+            return refund.status if refund is not None else "missing"  # settled meanwhile (webhook, other worker)
+        refund.updated_at = now
+        if isinstance(answer, EscrowError):
+            if answer.transient and now - refund.created_at < GIVE_UP_AFTER:
+                refund.next_attempt_at = now + _retry_in(item.attempt)
+                refund.failure_reason = f"retrying: {answer}"[:500]
+                return "pending"
+            reason = str(answer) if not answer.transient else f"provider unreachable for 23 h: {answer}"
+            await _fail(session, refund, f"{answer.code or 'error'}: {reason}"[:500], now, on_settled)
+            return "failed"
+        refund.provider_ref = answer.id
+        if answer.status == "succeeded":
+            await _succeed(session, refund, now, on_settled)
+        elif answer.status in ("failed", "canceled"):
+            await _fail(session, refund, answer.failure_reason or answer.status, now, on_settled)
+        else:  # pending at the provider: look again shortly (or a webhook settles it first)
+            refund.next_attempt_at = now + PENDING_RECHECK
+        return refund.status
+
+
+async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_settled: OnSettled | None) -> None:
+    refund.status = "succeeded"
+    refund.failure_reason = None
+    await ledger.post(
+        session,
+        kind=TransactionKind.REFUND_PAID,
+        reference=f"refund:{refund.id}:paid",
+        entries=[
+            Entry(Account.REFUNDS_IN_FLIGHT, refund.amount, refund.currency),
+            Entry(Account.PROVIDER_BALANCE, -refund.amount, refund.currency),
+        ],
+        order_id=refund.order_id,
+    )
+    if on_settled is not None:
+        await on_settled(session, refund, now)
+
+
+async def _fail(
+    session: AsyncSession, refund: Refund, reason: str, now: datetime, on_settled: OnSettled | None
+) -> None:
+    refund.status = "failed"
+    refund.failure_reason = reason
+    issued = await ledger.entries_of(session, f"refund:{refund.id}:issued")
+    await ledger.post(
+        session,
+        kind=TransactionKind.REFUND_REVERSED,
+        reference=f"refund:{refund.id}:reversed",
+        entries=[Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued],
+        order_id=refund.order_id,
+    )
+    if on_settled is not None:
+        await on_settled(session, refund, now)
+
+
+async def pay_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    gateway: EscrowGateway,
+    on_settled: OnSettled | None = None,
+    now: datetime | None = None,
+    batch: int = BATCH,
+) -> int:
+    """One worker pass over due refunds. Returns how many were sent to (or checked with) the provider."""
+    claimed = await claim_due(sessions, now=now or utcnow(), batch=batch)
+    answers: list[Any] = await asyncio.gather(*(ask_provider(gateway, item) for item in claimed))
+    for item, answer in zip(claimed, answers, strict=True):
+        await record(sessions, item, answer, now=now or utcnow(), on_settled=on_settled)
+    return len(claimed)

@@ -1,0 +1,87 @@
+"""The Stripe adapter of the escrow gateway: the only module that imports ``stripe``.
+
+Separate charges and transfers (Stripe Connect): buyers pay the marketplace's balance; refunds go back
+on the charge (or its payment intent); money already transferred to a shop comes back by a transfer
+reversal. ``SAV_STRIPE_API_BASE`` points the SDK at another Stripe-compatible server (the local one in
+tests and the demo).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+
+from app.payouts.escrow import EscrowError, ProviderRefund, ProviderReversal
+
+# Our own retries (worker backoff) decide when to try again; the SDK retries once on network errors,
+# with the same idempotency key, which is safe.
+NETWORK_RETRIES = 1
+
+
+class StripeEscrow:
+    def __init__(self, *, api_key: str, api_base: str = "") -> None:
+        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": NETWORK_RETRIES}
+        if api_base:
+            options["base_addresses"] = {"api": api_base.rstrip("/")}
+        self.client = stripe.StripeClient(api_key, **options)
+
+    async def refund(
+        self,
+        *,
+        charge_id: str,
+        payment_intent_id: str | None,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> ProviderRefund:
+        params: dict[str, Any] = {"amount": amount, "reason": "requested_by_customer", "metadata": metadata}
+        if charge_id:
+            params["charge"] = charge_id
+        elif payment_intent_id:
+            params["payment_intent"] = payment_intent_id
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+        return _refund(refund)
+
+    async def retrieve_refund(self, refund_id: str) -> ProviderRefund:
+        try:
+            return _refund(await self.client.v1.refunds.retrieve_async(refund_id))
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+
+    async def reverse_transfer(
+        self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderReversal:
+        try:
+            reversal = await self.client.v1.transfers.reversals.create_async(
+                transfer_id,
+                params={"amount": amount, "metadata": metadata},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+        return ProviderReversal(id=reversal.id, amount=reversal.amount, currency=reversal.currency.upper())
+
+
+def _refund(refund: Any) -> ProviderRefund:
+    return ProviderRefund(
+        id=refund.id,
+        status=refund.status or "pending",
+        amount=refund.amount,
+        currency=str(refund.currency).upper(),
+        failure_reason=getattr(refund, "failure_reason", None),
+    )
+
+
+def _escrow_error(exc: stripe.StripeError) -> EscrowError:
+    transient = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
+        exc.http_status is not None and exc.http_status >= 500
+    )
+    return EscrowError(exc.user_message or str(exc), code=exc.code, transient=transient)

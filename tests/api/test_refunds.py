@@ -1,0 +1,252 @@
+"""Refunds from escrow: role rules, caps under concurrency, idempotency, the ledger, and payment by the
+worker through the escrow port (a fake provider with Stripe's idempotency) — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.db import create_engine, utcnow
+from app.disputes import service as disputes
+from app.payouts import refunds
+from app.payouts.escrow import EscrowError
+from app.payouts.ledger import LedgerEntry
+from app.settings import Settings
+from tests.api.test_disputes import Case
+from tests.conftest import Tokens, World, money
+from tests.fakes import FakeEscrow
+
+
+def grant(client: TestClient[Any], who: dict[str, str], expect: int = 201, key: str | None = None, **body: Any) -> Any:
+    headers = {**who, "Idempotency-Key": key or uuid.uuid4().hex}
+    response = client.post("/v1/refunds", json={"reason": "goodwill", **body}, headers=headers)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def pay(settings: Settings, escrow: FakeEscrow, *, later: timedelta = timedelta(0)) -> int:
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+            async def on_settled(session: Any, refund: Any, now: Any) -> None:
+                await disputes.refund_settled(session, refund, now, settings)
+
+            return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def ledger_is_balanced(settings: Settings) -> bool:
+    async def run() -> bool:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    select(LedgerEntry.transaction_id, LedgerEntry.currency, func.sum(LedgerEntry.amount))
+                    .group_by(LedgerEntry.transaction_id, LedgerEntry.currency)
+                    .having(func.sum(LedgerEntry.amount) != 0)
+                )
+                return rows.first() is None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def case(client: TestClient[Any], auth: Tokens, world: World) -> Case:
+    return Case(client, auth, world, refund_budget=money(2_000))
+
+
+def order_money(client: TestClient[Any], case: Case) -> tuple[int, int]:
+    order = client.get(f"/v1/orders/{case.order_id}", headers=case.agent).json()
+    return order["refunded"]["amount"], order["refundable"]["amount"]
+
+
+def test_role_rules(client: TestClient[Any], auth: Tokens, case: Case) -> None:
+    order = case.order_id
+    partial = {"order_id": order, "kind": "partial", "amount": money(1_000)}
+    for who in (case.buyer, case.finance, auth.marketplace):
+        grant(client, who, 403, **partial, funded_by="operator")
+    # Agents: operator goodwill only, up to the limit (5 000 by default).
+    assert grant(client, case.agent, 403, **partial, funded_by="seller")["code"] == "forbidden"
+    limit = grant(client, case.agent, 422, order_id=order, kind="partial", amount=money(5_001), funded_by="operator")
+    assert limit["code"] in ("refund.over_goodwill_limit", "refund.exceeds_refundable")
+    assert grant(client, case.agent, **partial, funded_by="operator")["status"] == "pending"
+    # Shops: their own orders, seller-funded, within budget (2 000 here).
+    grant(client, case.seller, 403, **partial, funded_by="operator")
+    grant(client, case.other_shop, 404, **partial, funded_by="seller")
+    over = grant(client, case.seller, 422, order_id=order, kind="partial", amount=money(2_500), funded_by="seller")
+    assert over["code"] == "refund.over_budget"
+    assert grant(client, case.seller, **partial, funded_by="seller")["funded_by"] == "seller"
+    # Arbitrators: anything, any funding.
+    rest = grant(client, case.arbitrator, order_id=order, kind="full", funded_by="split", seller_share=money(1_000))
+    assert (rest["amount"], rest["seller_share"]) == (money(3_000), money(1_000))
+    assert order_money(client, case) == (5_000, 0)
+    nothing = grant(client, case.arbitrator, 422, order_id=order, kind="full", funded_by="operator")
+    assert nothing["code"] == "refund.exceeds_refundable"
+
+
+def test_bad_input_changes_nothing(client: TestClient[Any], case: Case) -> None:
+    order = case.order_id
+    missing_key = client.post(
+        "/v1/refunds",
+        json={"order_id": order, "kind": "full", "funded_by": "operator", "reason": "x"},
+        headers=case.arbitrator,
+    )
+    assert missing_key.status_code == 400
+    too_much = grant(
+        client, case.arbitrator, 422, order_id=order, kind="partial", amount=money(5_001), funded_by="operator"
+    )
+    assert too_much["code"] == "refund.exceeds_refundable"
+    usd = grant(
+        client, case.arbitrator, 422, order_id=order, kind="partial", amount=money(100, "USD"), funded_by="seller"
+    )
+    assert usd["code"] == "money.currency_mismatch"
+    assert grant(client, case.arbitrator, 400, order_id=order, kind="partial", funded_by="seller")["code"] == (
+        "validation_error"
+    )
+    split = grant(client, case.arbitrator, 400, order_id=order, kind="partial", amount=money(100), funded_by="split")
+    assert split["errors"][0]["field"] == "seller_share"
+    credit = grant(client, case.arbitrator, 422, order_id=order, kind="credit", amount=money(100), funded_by="operator")
+    assert credit["code"] == "refund.kind_not_available"
+    assert order_money(client, case) == (0, 5_000)
+    assert client.get("/v1/refunds", params={"order_id": order}, headers=case.agent).json()["items"] == []
+
+
+def test_idempotent_replay_and_key_reuse(client: TestClient[Any], case: Case) -> None:
+    body = {"order_id": case.order_id, "kind": "partial", "amount": money(700), "funded_by": "operator"}
+    first = grant(client, case.arbitrator, key="k-1", **body)
+    again = grant(client, case.arbitrator, key="k-1", **body)
+    assert again["refund_id"] == first["refund_id"]
+    reused = grant(client, case.arbitrator, 422, key="k-1", **{**body, "amount": money(800)})
+    assert reused["code"] == "idempotency.key_reused"
+    assert order_money(client, case) == (700, 4_300)
+
+
+def test_concurrent_partial_refunds_never_exceed_the_capture(client: TestClient[Any], case: Case) -> None:
+    body = {"order_id": case.order_id, "kind": "partial", "amount": money(1_500), "funded_by": "operator"}
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(
+            pool.map(
+                lambda _: client.post(
+                    "/v1/refunds",
+                    json={**body, "reason": "x"},
+                    headers={**case.arbitrator, "Idempotency-Key": uuid.uuid4().hex},
+                ),
+                range(10),
+            )
+        )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 3 + [422] * 7  # three refunds of 1 500 fit in 5 000
+    assert order_money(client, case) == (4_500, 500)
+
+
+def test_the_worker_pays_once_and_the_ledger_follows(client: TestClient[Any], settings: Settings, case: Case) -> None:
+    escrow = FakeEscrow()
+    refund = grant(
+        client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_200), funded_by="seller"
+    )
+    escrow.fail_for[refund["refund_id"]] = [EscrowError("timeout", code=None, transient=True)]
+    assert pay(settings, escrow) >= 1
+    after_timeout = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
+    assert after_timeout["status"] == "pending"
+    assert pay(settings, escrow) == 0  # backing off
+    assert pay(settings, escrow, later=timedelta(minutes=2)) >= 1
+    paid = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
+    assert (paid["status"], paid["provider_ref"]) == ("succeeded", escrow.refunds[refund["refund_id"]].id)
+    assert escrow.calls.count(refund["refund_id"]) == 2  # the same idempotency key both times
+    assert pay(settings, escrow, later=timedelta(hours=1)) == 0  # nothing left to pay
+    assert order_money(client, case) == (1_200, 3_800)
+    assert ledger_is_balanced(settings)
+    seen_by_buyer = client.get("/v1/refunds", params={"order_id": case.order_id}, headers=case.buyer).json()
+    assert [r["refund_id"] for r in seen_by_buyer["items"]] == [refund["refund_id"]]
+    assert client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.stranger).status_code == 404
+
+
+def test_a_refused_refund_is_reversed(client: TestClient[Any], settings: Settings, case: Case) -> None:
+    escrow = FakeEscrow()
+    refund = grant(client, case.arbitrator, order_id=case.order_id, kind="full", funded_by="operator")
+    escrow.fail_for[refund["refund_id"]] = [
+        EscrowError("This charge has already been refunded.", code="charge_already_refunded", transient=False)
+    ]
+    pay(settings, escrow)
+    failed = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"].startswith("charge_already_refunded")
+    assert order_money(client, case) == (0, 5_000)  # the ledger entries are reversed
+    assert ledger_is_balanced(settings)
+
+
+def test_a_dispute_refund_resolves_the_dispute_or_flags_it(
+    client: TestClient[Any], settings: Settings, auth: Tokens, world: World
+) -> None:
+    escrow = FakeEscrow()
+    paid = Case(client, auth, world)
+    paid.open()
+    paid.act(paid.seller, "propose", resolution={"type": "refund_partial", "amount": money(1_500)})
+    paid.act(paid.buyer, "accept_offer")
+    assert paid.dispute["status"] == "resolving"
+    [pending] = client.get("/v1/refunds", params={"order_id": paid.order_id}, headers=paid.agent).json()["items"]
+    assert (pending["dispute_id"], pending["amount"], pending["funded_by"]) == (
+        paid.dispute["dispute_id"],
+        money(1_500),
+        "seller",
+    )
+    pay(settings, escrow)
+    assert paid.get(paid.agent)["status"] == "resolved"
+    assert paid.events()[-1]["action"] == "refund_succeeded"
+
+    refused = Case(client, auth, world)
+    refused.open()
+    refused.act(refused.buyer, "escalate", note="help")
+    refused.act(refused.arbitrator, "claim")
+    refused.act(
+        refused.arbitrator,
+        "decide",
+        resolution={"type": "refund_full", "funded_by": "operator", "at_fault": "carrier"},
+        rationale="lost parcel",
+    )
+    assert refused.dispute["status"] == "resolving"
+    [owed] = client.get("/v1/refunds", params={"order_id": refused.order_id}, headers=refused.agent).json()["items"]
+    escrow.fail_for[owed["refund_id"]] = [EscrowError("card expired", code="expired_or_canceled_card", transient=False)]
+    pay(settings, escrow)
+    back = refused.get(refused.agent)
+    assert (back["status"], back["refund_failed"]) == ("escalated", True)
+    queue = client.get("/v1/queue", params={"seller_id": refused.shop}, headers=refused.agent).json()["items"]
+    assert [d["refund_failed"] for d in queue] == [True]
+    assert order_money(client, refused) == (0, 5_000)
+
+
+def test_two_workers_pay_each_refund_once(
+    client: TestClient[Any], settings: Settings, auth: Tokens, world: World
+) -> None:
+    escrow = FakeEscrow()
+    cases = [Case(client, auth, world) for _ in range(4)]
+    granted = [grant(client, c.arbitrator, order_id=c.order_id, kind="full", funded_by="operator") for c in cases]
+
+    async def two() -> None:
+        engines = [create_engine(settings.database_url) for _ in range(2)]
+        try:
+            makers = [async_sessionmaker(e, expire_on_commit=False) for e in engines]
+            await asyncio.gather(*(refunds.pay_due(m, gateway=escrow) for m in makers))
+        finally:
+            for engine in engines:
+                await engine.dispose()
+
+    asyncio.run(two())
+    ids = {g["refund_id"] for g in granted}
+    assert {k for k in escrow.calls if k in ids} == ids
+    assert all(escrow.calls.count(i) == 1 for i in ids)
