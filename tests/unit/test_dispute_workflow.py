@@ -208,6 +208,8 @@ def test_the_appealed_arbitrator_may_not_decide_again() -> None:
         (Action.BUYER_TIMEOUT, Status.AWAITING_BUYER, Status.CLOSED, "abandoned"),
         (Action.RETURN_TIMEOUT, Status.AWAITING_RETURN, Status.CLOSED, "return_not_shipped"),
         (Action.CLOSE_RESOLVED, Status.RESOLVED, Status.CLOSED, "resolved"),
+        (Action.REFUND_SUCCEEDED, Status.RESOLVING, Status.RESOLVED, None),
+        (Action.REFUND_FAILED, Status.RESOLVING, Status.ESCALATED, None),
     ],
 )
 def test_timers_are_system_actions(action: Action, status: Status, to: Status, outcome: str | None) -> None:
