@@ -64,6 +64,29 @@ def _read(refund: Refund) -> RefundRead:
     )
 
 
+# --- ledger entries (pure, property-tested in tests/unit/test_ledger_properties.py) -------------------
+
+
+def issue_entries(seller_part: int, operator_part: int, currency: str, buyer_id: str, seller_id: str) -> list[Entry]:
+    """Granting: the seller's part leaves its escrow, the operator's part is goodwill; the buyer is owed both."""
+    entries = [Entry(Account.REFUNDS_IN_FLIGHT, -(seller_part + operator_part), currency, buyer_id)]
+    if seller_part:
+        entries.append(Entry(Account.ESCROW, seller_part, currency, seller_id))
+    if operator_part:
+        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, currency))
+    return entries
+
+
+def paid_entries(amount: int, currency: str) -> list[Entry]:
+    """The provider paid the buyer: what was owed leaves the marketplace's provider balance."""
+    return [Entry(Account.REFUNDS_IN_FLIGHT, amount, currency), Entry(Account.PROVIDER_BALANCE, -amount, currency)]
+
+
+def reversal_entries(issued: list[Entry]) -> list[Entry]:
+    """The provider refused: the exact opposite of the issue."""
+    return [Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued]
+
+
 # --- granting -------------------------------------------------------------------------------------------
 
 
@@ -192,16 +215,11 @@ async def grant_refund(
     )
     session.add(refund)
     await session.flush()
-    entries = [Entry(Account.REFUNDS_IN_FLIGHT, -amount, order.currency, order.buyer_id)]
-    if seller_part:
-        entries.append(Entry(Account.ESCROW, seller_part, order.currency, order.seller_id))
-    if operator_part:
-        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, order.currency))
     await ledger.post(
         session,
         kind=TransactionKind.REFUND_ISSUED,
         reference=f"refund:{refund.id}:issued",
-        entries=entries,
+        entries=issue_entries(seller_part, operator_part, order.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
     )
     return _read(refund)
@@ -366,10 +384,7 @@ async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_sett
         session,
         kind=TransactionKind.REFUND_PAID,
         reference=f"refund:{refund.id}:paid",
-        entries=[
-            Entry(Account.REFUNDS_IN_FLIGHT, refund.amount, refund.currency),
-            Entry(Account.PROVIDER_BALANCE, -refund.amount, refund.currency),
-        ],
+        entries=paid_entries(refund.amount, refund.currency),
         order_id=refund.order_id,
     )
     if on_settled is not None:
@@ -386,7 +401,7 @@ async def _fail(
         session,
         kind=TransactionKind.REFUND_REVERSED,
         reference=f"refund:{refund.id}:reversed",
-        entries=[Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued],
+        entries=reversal_entries(issued),
         order_id=refund.order_id,
     )
     if on_settled is not None:
