@@ -25,7 +25,7 @@ from app.errors import handle_exception
 from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
 from app.orders.controller import OrderController
-from app.payouts.controller import RefundController
+from app.payouts.controller import BuyerCreditController, PromoCodeController, RefundController
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             QueueController,
             WebhookEndpointController,
             RefundController,
+            BuyerCreditController,
+            PromoCodeController,
             events_socket,
         ],
         dependencies={

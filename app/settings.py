@@ -56,6 +56,8 @@ class Settings:
     queue_overdue_seconds: int = 900
     # Refunds: the most an agent (level 1) may grant from the operator's funds, per refund (minor units).
     agent_goodwill_limit: int = 5_000
+    # How long a promo code granted as compensation stays valid.
+    promo_valid_seconds: int = 90 * 86_400
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"

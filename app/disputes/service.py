@@ -52,7 +52,7 @@ from app.orders.service import resource_of as order_resource
 from app.payouts import refunds
 from app.payouts import service as payouts
 from app.payouts.models import Refund
-from app.payouts.schemas import RefundCreate, RefundKind
+from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_resources
 from app.schemas import Page
@@ -661,30 +661,59 @@ async def _apply_change(
     dispute.updated_at = now
     if change.to_status == Status.CLOSED:
         await _unfreeze_escrow(session, dispute)
+    granted = None
     if change.to_status == Status.RESOLVING and from_status != Status.RESOLVING and actor is not None:
-        await _grant_resolution_refund(session, dispute, actor, settings)
+        granted = await _grant_resolution_refund(session, dispute, actor, settings)
     await _record(session, dispute, who=who, action=action, from_status=from_status, data=data, now=now)
+    if granted is not None and granted.status == "succeeded":
+        # A credit note or promo code is settled the moment it is issued: resolve now.
+        done = workflow.apply(
+            state_of(dispute), Action.REFUND_SUCCEEDED, workflow.SYSTEM, now=now, timing=timing_of(settings)
+        )
+        settled = {"refund_id": granted.refund_id, "status": granted.status, "kind": granted.kind}
+        await _apply_change(
+            session,
+            dispute,
+            done,
+            who=SYSTEM_WHO,
+            action=Action.REFUND_SUCCEEDED.value,
+            data=settled,
+            now=now,
+            settings=settings,
+        )
 
 
-async def _grant_resolution_refund(session: AsyncSession, dispute: Dispute, actor: Actor, settings: Settings) -> None:
-    """A money resolution becomes a refund in the same transaction; the payouts worker pays it and moves
-    the dispute on (``refund_settled``). Credit notes and promo codes wait here until they exist."""
+async def _grant_resolution_refund(
+    session: AsyncSession, dispute: Dispute, actor: Actor, settings: Settings
+) -> RefundRead | None:
+    """A money resolution becomes its refund, credit note or promo code in the same transaction. A
+    provider refund is paid by the payouts worker, which then moves the dispute on (``refund_settled``)."""
     resolution = dispute.resolution or {}
-    if resolution.get("type") not in ("refund_full", "refund_partial"):
-        return
+    kinds = {
+        "refund_full": RefundKind.PARTIAL,
+        "refund_partial": RefundKind.PARTIAL,
+        "credit": RefundKind.CREDIT,
+        "promo_code": RefundKind.PROMO_CODE,
+    }
+    kind = kinds.get(resolution.get("type", ""))
+    if kind is None:
+        return None
     amount = int(resolution["amount"]["amount"])
     refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    if kind == RefundKind.PARTIAL and amount == refundable:
+        kind = RefundKind.FULL
     previous = await session.scalar(select(func.count()).select_from(Refund).where(Refund.dispute_id == dispute.id))
     seller_share = resolution.get("seller_share")
-    await refunds.grant_refund(
+    return await refunds.grant_refund(
         session,
         actor=actor,
         data=RefundCreate(
             order_id=dispute.order_id,
-            kind=RefundKind.FULL if amount == refundable else RefundKind.PARTIAL,
-            amount=None if amount == refundable else Money(amount, dispute.currency),
+            kind=kind,
+            amount=None if kind == RefundKind.FULL else Money(amount, dispute.currency),
             funded_by=resolution.get("funded_by", "seller"),
             seller_share=Money(**seller_share) if seller_share else None,
+            bonus_percent=resolution.get("bonus_percent"),
             reason=f"dispute {dispute.id} ({dispute.reason})",
             dispute_id=dispute.id,
         ),

@@ -10,8 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Actor
 from app.errors import ValidationFailed
 from app.idempotency import IdempotencyKey, idempotent
-from app.payouts import refunds
-from app.payouts.schemas import RefundCreate, RefundRead
+from app.payouts import credit, refunds
+from app.payouts.schemas import (
+    CreditRead,
+    CreditRedemptionCreate,
+    CreditRedemptionRead,
+    PromoRedemptionCreate,
+    PromoRedemptionRead,
+    RefundCreate,
+    RefundRead,
+)
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
@@ -66,3 +74,43 @@ class RefundController(Controller):
         self, request: Request[Actor, str, Any], db_session: NamedDependency[AsyncSession], refund_id: FromPath[str]
     ) -> RefundRead:
         return await refunds.get_refund(db_session, actor=request.user, refund_id=refund_id)
+
+
+class BuyerCreditController(Controller):
+    path = "/v1/buyers/{buyer_id:str}/credit"
+    tags = ["refunds"]
+
+    @get("/", summary="A buyer's store credit balance and credit notes")
+    async def get_credit(
+        self, request: Request[Actor, str, Any], db_session: NamedDependency[AsyncSession], buyer_id: FromPath[str]
+    ) -> CreditRead:
+        return await credit.get_credit(db_session, actor=request.user, buyer_id=buyer_id)
+
+    @post("/redemptions", summary="Spend store credit on an order (the marketplace's checkout; once per order)")
+    async def redeem(
+        self,
+        request: Request[Actor, str, Any],
+        db_session: NamedDependency[AsyncSession],
+        buyer_id: FromPath[str],
+        data: StrictBody[CreditRedemptionCreate],
+    ) -> Response[CreditRedemptionRead]:
+        body = decode(CreditRedemptionCreate, data)
+        result, created = await credit.redeem_credit(db_session, actor=request.user, buyer_id=buyer_id, data=body)
+        return Response(result, status_code=201 if created else 200)
+
+
+class PromoCodeController(Controller):
+    path = "/v1/promo-codes"
+    tags = ["refunds"]
+
+    @post("/{code:str}/redemptions", summary="Redeem a promo code on an order (the marketplace's checkout)")
+    async def redeem(
+        self,
+        request: Request[Actor, str, Any],
+        db_session: NamedDependency[AsyncSession],
+        code: FromPath[str],
+        data: StrictBody[PromoRedemptionCreate],
+    ) -> Response[PromoRedemptionRead]:
+        body = decode(PromoRedemptionCreate, data)
+        result, created = await credit.redeem_promo(db_session, actor=request.user, code=code, data=body)
+        return Response(result, status_code=201 if created else 200)

@@ -7,10 +7,17 @@ Accounts used so far:
   escrow             what is owed for an order until it is released to the seller or refunded (liability)
   refunds_in_flight  refunds granted to a buyer and not yet paid out by the provider (liability)
   platform_goodwill  what the marketplace pays from its own funds (operator-funded refunds; expense)
+  platform_bonus     the operator's bonus on top of a credit note or promo code (expense)
+  buyer_credit       store credit a buyer holds (liability, per buyer: party_id)
+  promo_liability    the value of unredeemed promo codes (liability)
+  checkout_clearing  credit and promo value spent at the marketplace's checkout, to be matched with the
+                     paying order's capture (liability)
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
-``refund_reversed`` (the exact opposite of the issue) when the provider finally refuses it.
+``refund_reversed`` (the exact opposite of the issue) when the provider finally refuses it. Credit notes
+and promo codes are one transaction when issued (escrow/goodwill/bonus → buyer credit or promo
+liability) and one when spent (→ checkout clearing).
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ class Account(StrEnum):
     ESCROW = "escrow"
     REFUNDS_IN_FLIGHT = "refunds_in_flight"
     PLATFORM_GOODWILL = "platform_goodwill"
+    PLATFORM_BONUS = "platform_bonus"
+    BUYER_CREDIT = "buyer_credit"
+    PROMO_LIABILITY = "promo_liability"
+    CHECKOUT_CLEARING = "checkout_clearing"
 
 
 class TransactionKind(StrEnum):
@@ -40,6 +51,10 @@ class TransactionKind(StrEnum):
     REFUND_ISSUED = "refund_issued"
     REFUND_PAID = "refund_paid"
     REFUND_REVERSED = "refund_reversed"
+    CREDIT_ISSUED = "credit_issued"
+    CREDIT_REDEEMED = "credit_redeemed"
+    PROMO_ISSUED = "promo_issued"
+    PROMO_REDEEMED = "promo_redeemed"
 
 
 class UnbalancedTransaction(ValueError):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -62,6 +62,7 @@ class Refund(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     funded_by: Mapped[str] = mapped_column(String(16))
+    bonus_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     seller_amount: Mapped[int] = mapped_column(BigInteger)
     operator_amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(500))
@@ -73,3 +74,64 @@ class Refund(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditNoteCounter(Base):
+    """The last credit note number of a year. Incremented under its row lock in the issuing transaction,
+    so numbers are gap-free: a rolled-back issue rolls its number back too."""
+
+    __tablename__ = "credit_note_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class CreditNote(Base):
+    __tablename__ = "credit_notes"
+    __table_args__ = (Index("ix_credit_notes_buyer", "buyer_id", "created_at"),)
+
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # CN-YYYY-NNNNNN
+    refund_id: Mapped[str] = mapped_column(ForeignKey("refunds.id"), unique=True)
+    buyer_id: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)  # the compensation
+    bonus_amount: Mapped[int] = mapped_column(BigInteger)  # the operator's bonus on top
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Wallet(Base):
+    """A buyer's lock row: redemptions of its credit are serialized on it. The balance itself is never
+    stored; it is the sum of the buyer's ``buyer_credit`` ledger entries."""
+
+    __tablename__ = "wallets"
+
+    buyer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditRedemption(Base):
+    __tablename__ = "credit_redemptions"
+    __table_args__ = (UniqueConstraint("buyer_id", "order_id", name="uq_credit_redemptions_buyer_order"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    buyer_id: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(64))  # the order paid with it, at the marketplace's checkout
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromoCode(Base):
+    __tablename__ = "promo_codes"
+    __table_args__ = (Index("ix_promo_codes_buyer", "buyer_id"),)
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    refund_id: Mapped[str] = mapped_column(ForeignKey("refunds.id"), unique=True)
+    buyer_id: Mapped[str] = mapped_column(String(128))
+    amount: Mapped[int] = mapped_column(BigInteger)  # its value: compensation plus bonus
+    currency: Mapped[str] = mapped_column(String(3))
+    expires_at: Mapped[datetime]
+    redeemed_order_id: Mapped[str | None] = mapped_column(String(64))
+    redeemed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

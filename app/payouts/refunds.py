@@ -27,16 +27,19 @@ from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFai
 from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
-from app.payouts import ledger
+from app.payouts import credit, ledger
 from app.payouts.escrow import EscrowError, EscrowGateway, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
-from app.payouts.models import Refund
+from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
 from app.permissions.enforcer import Resource, is_allowed
 from app.schemas import Page
 from app.sellers.models import Seller
 from app.settings import Settings
+from app.threads import service as threads
+from app.threads.models import Thread
+from app.threads.schemas import MessageCreate
 
 LEASE = timedelta(seconds=60)
 # Stripe keeps idempotency keys 24 h: past that, a retry could pay a second time, so we stop before.
@@ -46,7 +49,7 @@ BATCH = 50
 PROVIDER_KINDS = (RefundKind.FULL, RefundKind.PARTIAL)
 
 
-def _read(refund: Refund) -> RefundRead:
+def _read(refund: Refund, *, credit_note: str | None = None, promo_code: str | None = None) -> RefundRead:
     return RefundRead(
         refund_id=refund.id,
         order_id=refund.order_id,
@@ -55,6 +58,9 @@ def _read(refund: Refund) -> RefundRead:
         amount=Money(refund.amount, refund.currency),
         funded_by=refund.funded_by,
         seller_share=Money(refund.seller_amount, refund.currency),
+        bonus=Money(refund.bonus_amount, refund.currency),
+        credit_note_number=credit_note,
+        promo_code=promo_code,
         status=refund.status,  # type: ignore[arg-type]
         provider_ref=refund.provider_ref,
         failure_reason=refund.failure_reason,
@@ -147,13 +153,9 @@ async def grant_refund(
 ) -> RefundRead:
     """Grant a refund: validated, capped by what is still refundable under the order's row lock, written
     with its ledger entries. The worker pays it after commit."""
-    if data.kind not in PROVIDER_KINDS:
-        raise BusinessRuleViolation(
-            f"{data.kind} refunds (credit notes, promo codes) are not available yet", code="refund.kind_not_available"
-        )
     existing = await session.scalar(select(Refund).where(Refund.source_key == source_key))
     if existing is not None:
-        return _read(existing)
+        return await _read_one(session, existing, actor)
     # The lock serializes every refund of this order: ten concurrent partial refunds that together
     # exceed the capture cannot all pass the check below.
     order = await session.get(Order, data.order_id, with_for_update=True, populate_existing=True)
@@ -163,7 +165,7 @@ async def grant_refund(
         raise BusinessRuleViolation(
             f"amount is in {data.amount.currency} but the order is in {order.currency}", code="money.currency_mismatch"
         )
-    if data.bonus_percent:
+    if data.bonus_percent and data.kind in PROVIDER_KINDS:
         raise ValidationFailed("bonus_percent is for credit notes and promo codes", field="bonus_percent")
     refundable = (await order_money(session, order_id=order.id)).refundable
     if data.kind == RefundKind.FULL:
@@ -174,7 +176,7 @@ async def grant_refund(
             raise BusinessRuleViolation("nothing is left to refund on this order", code="refund.exceeds_refundable")
     else:
         if data.amount is None or data.amount.amount == 0:
-            raise ValidationFailed("a partial refund needs a positive amount", field="amount")
+            raise ValidationFailed(f"a {data.kind} needs a positive amount", field="amount")
         amount = data.amount.amount
         if amount > refundable:
             raise BusinessRuleViolation(
@@ -183,12 +185,16 @@ async def grant_refund(
                 refundable=refundable,
             )
     seller_part, operator_part = _shares(data.funded_by, amount, data.seller_share, order.currency)
+    # The bonus on a credit note or promo code is the operator's money, on top of the compensation.
+    bonus = amount * (data.bonus_percent or 0) // 100
     if check_role:
+        if bonus and actor.role == Role.SELLER:
+            raise Forbidden("a bonus is the operator's money: a shop cannot grant one")
         seller = await session.get(Seller, order.seller_id)
         _check_role(
             actor,
             funded_by=data.funded_by,
-            amount=amount,
+            amount=amount + bonus,
             order=order,
             seller=seller,
             limit=settings.agent_goodwill_limit,
@@ -205,8 +211,10 @@ async def grant_refund(
         funded_by=data.funded_by,
         seller_amount=seller_part,
         operator_amount=operator_part,
+        bonus_amount=bonus,
         reason=data.reason,
-        status="pending",
+        # Credit and promo codes live in our ledger: granted is done. Refunds wait for the provider.
+        status="pending" if data.kind in PROVIDER_KINDS else "succeeded",
         attempts=0,
         next_attempt_at=now,
         created_by=actor.id,
@@ -215,6 +223,20 @@ async def grant_refund(
     )
     session.add(refund)
     await session.flush()
+    if data.kind == RefundKind.CREDIT:
+        number = await credit.issue_credit_note(session, refund, buyer_id=order.buyer_id, seller_id=order.seller_id)
+        return _read(refund, credit_note=number)
+    if data.kind == RefundKind.PROMO_CODE:
+        promo = await credit.issue_promo_code(
+            session,
+            refund,
+            buyer_id=order.buyer_id,
+            seller_id=order.seller_id,
+            valid_for=timedelta(seconds=settings.promo_valid_seconds),
+        )
+        if data.dispute_id is not None:
+            await _tell_buyer(session, data.dispute_id, promo)
+        return _read(refund, promo_code=promo.code)
     await ledger.post(
         session,
         kind=TransactionKind.REFUND_ISSUED,
@@ -225,6 +247,54 @@ async def grant_refund(
     return _read(refund)
 
 
+AFTER_SALES = Actor(id="sav", role=Role.AGENT, name="Service après-vente")
+
+
+async def _tell_buyer(session: AsyncSession, dispute_id: str, promo: PromoCode) -> None:
+    """Post the code to the buyer in the dispute's thread, where the conversation about it happens."""
+    thread_id = await session.scalar(
+        select(Thread.id).where(Thread.dispute_id == dispute_id, Thread.audience == "tripartite").limit(1)
+    )
+    if thread_id is None:
+        return
+    value = f"{promo.amount / 100:.2f} {promo.currency}"
+    body = (
+        f"Your promo code {promo.code} is worth {value} on your next order, "
+        f"until {promo.expires_at:%Y-%m-%d}. It can be used once, by you only."
+    )
+    await threads.post_message(session, actor=AFTER_SALES, thread_id=thread_id, data=MessageCreate(body=body))
+
+
+async def _read_one(session: AsyncSession, refund: Refund, actor: Actor) -> RefundRead:
+    extras = await _extras(session, [refund.id], actor)
+    note, code = extras.get(refund.id, (None, None))
+    return _read(refund, credit_note=note, promo_code=code)
+
+
+async def _extras(
+    session: AsyncSession, refund_ids: list[str], actor: Actor
+) -> dict[str, tuple[str | None, str | None]]:
+    """Credit note numbers and promo codes of these refunds. A promo code is a bearer secret of its buyer:
+    shops never see it."""
+    found: dict[str, tuple[str | None, str | None]] = {}
+    if not refund_ids:
+        return found
+    for refund_id, number in (
+        await session.execute(
+            select(CreditNote.refund_id, CreditNote.number).where(CreditNote.refund_id.in_(refund_ids))
+        )
+    ).all():
+        found[refund_id] = (number, None)
+    if actor.role != Role.SELLER:
+        for refund_id, code in (
+            await session.execute(
+                select(PromoCode.refund_id, PromoCode.code).where(PromoCode.refund_id.in_(refund_ids))
+            )
+        ).all():
+            found[refund_id] = (None, code)
+    return found
+
+
 # --- reading --------------------------------------------------------------------------------------------
 
 
@@ -233,7 +303,7 @@ async def get_refund(session: AsyncSession, *, actor: Actor, refund_id: str) -> 
     order = await session.get(Order, refund.order_id) if refund is not None else None
     if refund is None or order is None or not is_allowed(actor, order_resource(order), "read"):
         raise NotFound(f"refund {refund_id!r} does not exist")
-    return _read(refund)
+    return await _read_one(session, refund, actor)
 
 
 async def list_refunds(
@@ -268,7 +338,12 @@ async def list_refunds(
         if more
         else None
     )
-    return Page(items=[_read(r) for r in rows], next_cursor=next_cursor)
+    extras = await _extras(session, [r.id for r in rows], actor)
+    items = [
+        _read(r, credit_note=extras.get(r.id, (None, None))[0], promo_code=extras.get(r.id, (None, None))[1])
+        for r in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
 # --- paying (the worker) --------------------------------------------------------------------------------

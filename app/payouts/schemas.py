@@ -36,9 +36,54 @@ class RefundRead(msgspec.Struct, kw_only=True):
     amount: Money
     funded_by: str
     seller_share: Money
+    bonus: Money
     status: Literal["pending", "succeeded", "failed"]
     provider_ref: str | None
     failure_reason: str | None
+    credit_note_number: str | None = None
+    promo_code: str | None = None
     reason: str
     created_at: datetime
     updated_at: datetime
+
+
+class CreditNoteRead(msgspec.Struct, kw_only=True):
+    number: str
+    order_id: str
+    refund_id: str
+    amount: Money
+    bonus: Money
+    created_at: datetime
+
+
+class CreditRead(msgspec.Struct, kw_only=True):
+    buyer_id: str
+    balance: Money
+    credit_notes: list[CreditNoteRead]
+
+
+class CreditRedemptionCreate(Schema):
+    order_id: Id
+    amount: Money
+
+
+class CreditRedemptionRead(msgspec.Struct, kw_only=True):
+    redemption_id: str
+    buyer_id: str
+    order_id: str
+    amount: Money
+    balance: Money
+    created_at: datetime
+
+
+class PromoRedemptionCreate(Schema):
+    buyer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    order_id: Id
+
+
+class PromoRedemptionRead(msgspec.Struct, kw_only=True):
+    code: str
+    buyer_id: str
+    order_id: str
+    value: Money
+    redeemed_at: datetime

@@ -62,17 +62,28 @@ def _net(entries: list[Entry]) -> list[Entry]:
     return [Entry(account, amount, currency) for (account, currency), amount in sums.items() if amount]
 
 
+# Compensation granted on an order, whatever its kind: what it took from the shop's escrow and from the
+# operator's goodwill (a bonus on top of a credit note or promo code is not counted: it is not the
+# buyer's money coming back).
+COMPENSATION_KINDS = (
+    TransactionKind.REFUND_ISSUED,
+    TransactionKind.REFUND_REVERSED,
+    TransactionKind.CREDIT_ISSUED,
+    TransactionKind.PROMO_ISSUED,
+)
+
+
 async def order_money(session: AsyncSession, *, order_id: str) -> OrderMoney:
-    """Captured: what the buyer paid into escrow. Refunded: refunds granted (paid or in flight), minus
-    those the provider refused — both read from the ledger, never stored."""
+    """Captured: what the buyer paid into escrow. Refunded: compensation granted (refunds paid or in flight,
+    credit notes, promo codes), minus refunds the provider refused. Both read from the ledger."""
     sums = await ledger.order_balances(session, order_id)
     escrow = Account.ESCROW.value
     captured = -(
         sums.get((escrow, TransactionKind.CAPTURE), 0) + sums.get((escrow, TransactionKind.CAPTURE_ADJUSTMENT), 0)
     )
-    in_flight = Account.REFUNDS_IN_FLIGHT.value
-    refunded = -(
-        sums.get((in_flight, TransactionKind.REFUND_ISSUED), 0)
-        + sums.get((in_flight, TransactionKind.REFUND_REVERSED), 0)
+    refunded = sum(
+        sums.get((account.value, kind.value), 0)
+        for account in (Account.ESCROW, Account.PLATFORM_GOODWILL)
+        for kind in COMPENSATION_KINDS
     )
     return OrderMoney(captured=captured, refunded=refunded)

@@ -21,7 +21,7 @@ from app.payouts.escrow import EscrowError
 from app.payouts.ledger import LedgerEntry
 from app.settings import Settings
 from tests.api.test_disputes import Case
-from tests.conftest import Tokens, World, money
+from tests.conftest import Tokens, World, money, uid
 from tests.fakes import FakeEscrow
 
 
@@ -120,8 +120,6 @@ def test_bad_input_changes_nothing(client: TestClient[Any], case: Case) -> None:
     )
     split = grant(client, case.arbitrator, 400, order_id=order, kind="partial", amount=money(100), funded_by="split")
     assert split["errors"][0]["field"] == "seller_share"
-    credit = grant(client, case.arbitrator, 422, order_id=order, kind="credit", amount=money(100), funded_by="operator")
-    assert credit["code"] == "refund.kind_not_available"
     assert order_money(client, case) == (0, 5_000)
     assert client.get("/v1/refunds", params={"order_id": order}, headers=case.agent).json()["items"] == []
 
@@ -250,3 +248,136 @@ def test_two_workers_pay_each_refund_once(
     ids = {g["refund_id"] for g in granted}
     assert {k for k in escrow.calls if k in ids} == ids
     assert all(escrow.calls.count(i) == 1 for i in ids)
+
+
+def test_credit_notes_are_numbered_without_gaps_and_spent_once_per_order(
+    client: TestClient[Any], auth: Tokens, world: World
+) -> None:
+    cases = [Case(client, auth, world) for _ in range(6)]
+    bodies = [
+        # every other one asks for more than the order holds: refused, and must not burn a number
+        {"order_id": c.order_id, "kind": "credit", "amount": money(9_000 if i % 2 else 1_000), "funded_by": "operator"}
+        for i, c in enumerate(cases)
+    ]
+    arbitrator = cases[0].arbitrator
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(
+            pool.map(
+                lambda b: client.post(
+                    "/v1/refunds",
+                    json={**b, "reason": "x"},
+                    headers={**arbitrator, "Idempotency-Key": uuid.uuid4().hex},
+                ),
+                bodies,
+            )
+        )
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [422] * 3
+    numbers = sorted(r.json()["credit_note_number"] for r in responses if r.status_code == 201)
+    year, sequence = numbers[0][3:7], [int(n[-6:]) for n in numbers]
+    assert all(n.startswith(f"CN-{year}-") for n in numbers)
+    assert sequence == list(range(sequence[0], sequence[0] + 3))  # consecutive: no gap, no duplicate
+
+    case = Case(client, auth, world)
+    note = grant(
+        client,
+        case.arbitrator,
+        order_id=case.order_id,
+        kind="credit",
+        amount=money(2_000),
+        funded_by="seller",
+        bonus_percent=10,
+    )
+    assert (note["status"], note["bonus"]) == ("succeeded", money(200))
+    assert order_money(client, case) == (2_000, 3_000)  # the bonus is not the buyer's money coming back
+    wallet = client.get(f"/v1/buyers/{case.buyer_id}/credit", headers=case.buyer).json()
+    assert wallet["balance"] == money(2_200)
+    assert [n["number"] for n in wallet["credit_notes"]] == [note["credit_note_number"]]
+    assert client.get(f"/v1/buyers/{case.buyer_id}/credit", headers=case.stranger).status_code == 404
+
+    path = f"/v1/buyers/{case.buyer_id}/credit/redemptions"
+    spend = {"order_id": uid("next-order"), "amount": money(1_500)}
+    assert client.post(path, json=spend, headers=case.buyer).status_code == 403
+    first = client.post(path, json=spend, headers=auth.marketplace)
+    assert (first.status_code, first.json()["balance"]) == (201, money(700))
+    again = client.post(path, json=spend, headers=auth.marketplace)
+    assert (again.status_code, again.json()["redemption_id"]) == (200, first.json()["redemption_id"])
+    short = client.post(path, json={"order_id": uid("o"), "amount": money(800)}, headers=auth.marketplace)
+    assert (short.status_code, short.json()["code"]) == (422, "credit.insufficient")
+    assert client.get(f"/v1/buyers/{case.buyer_id}/credit", headers=auth.marketplace).json()["balance"] == money(700)
+
+
+def test_promo_codes_reach_the_buyer_and_are_single_use(
+    client: TestClient[Any], settings: Settings, auth: Tokens, world: World
+) -> None:
+    case = Case(client, auth, world)
+    case.open()
+    case.act(case.buyer, "escalate", note="help")
+    case.act(case.arbitrator, "claim")
+    case.act(
+        case.arbitrator,
+        "decide",
+        resolution={
+            "type": "promo_code",
+            "amount": money(1_000),
+            "funded_by": "operator",
+            "bonus_percent": 20,
+            "at_fault": "carrier",
+        },
+        rationale="late parcel",
+    )
+    assert case.dispute["status"] == "resolved"  # issued at once: nothing to wait for
+    assert [e["action"] for e in case.events()][-2:] == ["decide", "refund_succeeded"]
+    [promo] = client.get("/v1/refunds", params={"order_id": case.order_id}, headers=case.buyer).json()["items"]
+    code = promo["promo_code"]
+    assert len(code) >= 10
+    assert set(code) <= set("ABCDEFGHJKMNPQRSTUVWXYZ23456789")
+    shop_view = client.get("/v1/refunds", params={"order_id": case.order_id}, headers=case.seller).json()["items"]
+    assert shop_view[0]["promo_code"] is None
+    messages = client.get(f"/v1/threads/{case.dispute['thread_id']}/messages", headers=case.buyer).json()["items"]
+    assert code in messages[-1]["body"]
+
+    path = f"/v1/promo-codes/{code}/redemptions"
+    order = uid("next-order")
+    assert client.post(path, json={"buyer_id": case.buyer_id, "order_id": order}, headers=case.buyer).status_code == 403
+    wrong = client.post(path, json={"buyer_id": "someone-else", "order_id": order}, headers=auth.marketplace)
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "promo.wrong_buyer")
+    used = client.post(path, json={"buyer_id": case.buyer_id, "order_id": order}, headers=auth.marketplace)
+    assert (used.status_code, used.json()["value"]) == (201, money(1_200))
+    replay = client.post(path, json={"buyer_id": case.buyer_id, "order_id": order}, headers=auth.marketplace)
+    assert replay.status_code == 200
+    twice = client.post(path, json={"buyer_id": case.buyer_id, "order_id": uid("o")}, headers=auth.marketplace)
+    assert (twice.status_code, twice.json()["code"]) == (409, "promo.already_redeemed")
+    unknown = client.post(
+        "/v1/promo-codes/NOPE2345NOPE/redemptions", json={"buyer_id": "b", "order_id": "o"}, headers=auth.marketplace
+    )
+    assert unknown.status_code == 404
+
+    later = Case(client, auth, world)
+    expired = grant(
+        client, later.arbitrator, order_id=later.order_id, kind="promo_code", amount=money(500), funded_by="operator"
+    )
+
+    async def expire() -> None:
+        from sqlalchemy import update
+
+        from app.payouts.models import PromoCode
+
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(PromoCode)
+                    .where(PromoCode.code == expired["promo_code"])
+                    .values(expires_at=utcnow() - timedelta(days=1))
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(expire())
+    late = client.post(
+        f"/v1/promo-codes/{expired['promo_code']}/redemptions",
+        json={"buyer_id": later.buyer_id, "order_id": uid("o")},
+        headers=auth.marketplace,
+    )
+    assert (late.status_code, late.json()["code"]) == (422, "promo.expired")
+    assert ledger_is_balanced(settings)

@@ -38,13 +38,13 @@ class Book:
         return sum(e.amount for _, entries in self.transactions for e in entries if e.account == account)
 
     def refunded(self) -> int:
-        """As app/payouts/service.py derives it: issued minus reversed, on refunds in flight."""
-        return -sum(
+        """As app/payouts/service.py derives it: what compensation took from escrow and goodwill."""
+        return sum(
             e.amount
             for kind, entries in self.transactions
             if kind in ("issued", "reversed")
             for e in entries
-            if e.account == Account.REFUNDS_IN_FLIGHT
+            if e.account in (Account.ESCROW, Account.PLATFORM_GOODWILL)
         )
 
 
