@@ -16,6 +16,8 @@ from app.disputes.schemas import DisputeCreate, Reason, Requested, Resolution, R
 from app.money import Money
 from app.orders import service as orders
 from app.orders.schemas import OrderLineIn, OrderUpsert, Payment
+from app.payouts import refunds
+from app.payouts.schemas import RefundCreate, RefundKind
 from app.sellers import service as sellers
 from app.sellers.schemas import RefundOn, SellerSettings, SellerUpsert
 from app.settings import Settings
@@ -123,6 +125,7 @@ async def seed(engine: AsyncEngine, *, now: datetime | None = None, settings: Se
             await orders.upsert_order(session, actor=MARKETPLACE, order_id=order_id, data=data, escrow_hold_seconds=0)
         await seed_threads(session)
         await seed_disputes(session, settings)
+        await seed_refunds(session, settings)
 
 
 # (opened by, audience, subject, order, extra ids, [(author, reply)...]) — one conversation per audience.
@@ -280,3 +283,31 @@ async def seed_disputes(session: AsyncSession, settings: Settings) -> None:
         cast = {"buyer": buyer, "seller": _seller(order_id), "arbitrator": ARTHUR}
         for who, body in steps:
             await disputes.act(session, actor=cast[who], dispute_id=opened.dispute_id, body=body, settings=settings)
+
+
+# One grant of each kind outside disputes (source keys make seeding idempotent). The two card refunds stay
+# pending until a worker with a payment provider (SAV_STRIPE_API_KEY) pays them.
+REFUNDS = [
+    ("demo-refund-partial", "ord-1001", RefundKind.PARTIAL, 1_000, "seller", None, "Couvercle abîmé"),
+    ("demo-refund-full", "ord-1004", RefundKind.FULL, None, "operator", None, "Colis perdu par le transporteur"),
+    ("demo-credit", "ord-1002", RefundKind.CREDIT, 2_000, "operator", 10, "Geste commercial: retard de livraison"),
+    ("demo-promo", "ord-1003", RefundKind.PROMO_CODE, 500, "operator", None, "Filtres manquants"),
+]
+
+
+async def seed_refunds(session: AsyncSession, settings: Settings) -> None:
+    for key, order_id, kind, amount, funded_by, bonus, reason in REFUNDS:
+        await refunds.grant_refund(
+            session,
+            actor=ARTHUR,
+            data=RefundCreate(
+                order_id=order_id,
+                kind=kind,
+                amount=Money(amount, "EUR") if amount is not None else None,
+                funded_by=funded_by,  # type: ignore[arg-type]
+                bonus_percent=bonus,
+                reason=reason,
+            ),
+            source_key=f"demo:{key}",
+            settings=settings,
+        )

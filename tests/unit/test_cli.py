@@ -49,5 +49,10 @@ def test_sav_demo_seeds_and_prints_a_token_per_role(tmp_path) -> None:  # type: 
 
     with sqlite3.connect(tmp_path / "demo.db") as db:
         statuses = sorted(row[0] for row in db.execute("SELECT status FROM disputes"))
+        kinds = {
+            row[0]: row[1] for row in db.execute("SELECT kind, status FROM refunds WHERE source_key LIKE 'demo:%'")
+        }
+    # Card refunds wait for a payment provider; credit notes and promo codes are issued at once.
+    assert kinds == {"partial": "pending", "full": "pending", "credit": "succeeded", "promo_code": "succeeded"}
     every = ["open", "awaiting_buyer", "escalated", "in_review", "awaiting_return", "return_in_transit"]
     assert statuses == sorted([*every, "resolving", "resolved", "closed"])
