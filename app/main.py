@@ -25,7 +25,12 @@ from app.errors import handle_exception
 from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
 from app.orders.controller import OrderController
-from app.payouts.controller import BuyerCreditController, PromoCodeController, RefundController
+from app.payouts.controller import (
+    BuyerCreditController,
+    PromoCodeController,
+    RefundController,
+    StripeWebhookController,
+)
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             RefundController,
             BuyerCreditController,
             PromoCodeController,
+            StripeWebhookController,
             events_socket,
         ],
         dependencies={

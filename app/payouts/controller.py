@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -8,9 +9,12 @@ from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
-from app.errors import ValidationFailed
+from app.disputes import service as disputes
+from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import IdempotencyKey, idempotent
 from app.payouts import credit, refunds
+from app.payouts.escrow import InvalidSignature
+from app.payouts.models import Refund
 from app.payouts.schemas import (
     CreditRead,
     CreditRedemptionCreate,
@@ -20,6 +24,7 @@ from app.payouts.schemas import (
     RefundCreate,
     RefundRead,
 )
+from app.payouts.stripe_escrow import parse_webhook
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
@@ -114,3 +119,35 @@ class PromoCodeController(Controller):
         body = decode(PromoRedemptionCreate, data)
         result, created = await credit.redeem_promo(db_session, actor=request.user, code=code, data=body)
         return Response(result, status_code=201 if created else 200)
+
+
+class StripeWebhookController(Controller):
+    path = "/v1/webhooks/stripe"
+    tags = ["refunds"]
+
+    @post(
+        "/",
+        status_code=200,
+        opt={"exclude_from_auth": True},  # Stripe authenticates with its signature, not a bearer token
+        summary="Stripe events (signature verified; each event applied once)",
+    )
+    async def receive(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+    ) -> dict[str, str]:
+        if not settings.stripe_webhook_secret:
+            raise ServiceUnavailable("SAV_STRIPE_WEBHOOK_SECRET is not set", code="stripe.webhooks_disabled")
+        try:
+            event = parse_webhook(
+                await request.body(), request.headers.get("stripe-signature"), settings.stripe_webhook_secret
+            )
+        except InvalidSignature as exc:
+            raise ValidationFailed(f"invalid Stripe-Signature: {exc}", field="header:Stripe-Signature") from None
+
+        async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
+            await disputes.refund_settled(session, refund, now, settings)
+
+        outcome = await refunds.apply_provider_event(db_session, event, on_settled=on_settled)
+        return {"received": event.id, "outcome": outcome}

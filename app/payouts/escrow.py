@@ -54,3 +54,18 @@ class EscrowGateway(Protocol):
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """A provider webhook event, verified and reduced to what we act on."""
+
+    id: str
+    type: str
+    refund: ProviderRefund | None
+    charge_id: str | None
+    our_refund_id: str | None  # from the metadata we put on refunds we made
+
+
+class InvalidSignature(Exception):
+    """A webhook whose signature or timestamp does not verify: answered 400, never applied."""

@@ -135,3 +135,13 @@ class PromoCode(Base):
     redeemed_order_id: Mapped[str | None] = mapped_column(String(64))
     redeemed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderEventRecord(Base):
+    """Provider webhook events already applied: each event id is applied once, however often it arrives."""
+
+    __tablename__ = "provider_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -22,15 +22,15 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import Actor, Role
-from app.db import utcnow
+from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
 from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
 from app.payouts import credit, ledger
-from app.payouts.escrow import EscrowError, EscrowGateway, ProviderRefund
+from app.payouts.escrow import EscrowError, EscrowGateway, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
-from app.payouts.models import CreditNote, PromoCode, Refund
+from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
 from app.permissions.enforcer import Resource, is_allowed
@@ -497,3 +497,86 @@ async def pay_due(
     for item, answer in zip(claimed, answers, strict=True):
         await record(sessions, item, answer, now=now or utcnow(), on_settled=on_settled)
     return len(claimed)
+
+
+# --- provider webhooks ----------------------------------------------------------------------------------
+
+
+async def apply_provider_event(
+    session: AsyncSession, event: ProviderEvent, *, on_settled: OnSettled | None, now: datetime | None = None
+) -> str:
+    """Apply a verified provider event once. Returns ``applied``, ``duplicate`` or ``ignored``.
+
+    Our own refunds are settled by it when the worker has not yet seen the answer (a refund pending at
+    the provider); a refund made elsewhere (the Stripe dashboard) on one of our charges is imported, so
+    the ledger keeps matching the provider."""
+    now = now or utcnow()
+    inserted = await session.scalar(
+        dialect_insert(session.get_bind().dialect.name, ProviderEventRecord)
+        .values(id=event.id, type=event.type, received_at=now)
+        .on_conflict_do_nothing()
+        .returning(ProviderEventRecord.id)
+    )
+    if inserted is None:  # another delivery of this event got here first (it waits on our row, then skips)
+        return "duplicate"
+    found = event.refund
+    if found is None:
+        return "ignored"
+    ours = await session.scalar(
+        select(Refund)
+        .where(or_(Refund.id == (event.our_refund_id or ""), Refund.provider_ref == found.id))
+        .with_for_update()
+    )
+    if ours is not None:
+        if ours.status != "pending":
+            return "ignored"  # already settled by the worker or an earlier event
+        ours.provider_ref = found.id
+        ours.updated_at = now
+        if found.status == "succeeded":
+            await _succeed(session, ours, now, on_settled)
+        elif found.status in ("failed", "canceled"):
+            await _fail(session, ours, found.failure_reason or found.status, now, on_settled)
+        return "applied"
+    if found.status != "succeeded" or event.charge_id is None:
+        return "ignored"
+    order = await session.scalar(select(Order).where(Order.charge_id == event.charge_id).with_for_update())
+    if order is None:
+        return "ignored"  # not one of our orders' charges
+    await _import(session, order, found, now)
+    return "applied"
+
+
+async def _import(session: AsyncSession, order: Order, found: ProviderRefund, now: datetime) -> None:
+    """A refund someone made at the provider directly: it happened, so it is recorded as it is (operator
+    funded, already paid), even past the cap — the provider's money has moved."""
+    refund = Refund(
+        id=f"rfd_{uuid.uuid4().hex}",
+        order_id=order.id,
+        dispute_id=None,
+        source_key=f"provider:{found.id}",
+        kind=RefundKind.PARTIAL.value,
+        amount=found.amount,
+        currency=found.currency,
+        funded_by="operator",
+        seller_amount=0,
+        operator_amount=found.amount,
+        bonus_amount=0,
+        reason="made directly at the payment provider (imported from its webhook)",
+        status="pending",
+        provider_ref=found.id,
+        attempts=0,
+        next_attempt_at=now,
+        created_by="provider",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(refund)
+    await session.flush()
+    await ledger.post(
+        session,
+        kind=TransactionKind.REFUND_ISSUED,
+        reference=f"refund:{refund.id}:issued",
+        entries=issue_entries(0, found.amount, found.currency, order.buyer_id, order.seller_id),
+        order_id=order.id,
+    )
+    await _succeed(session, refund, now, None)

@@ -12,7 +12,7 @@ from typing import Any
 
 import stripe
 
-from app.payouts.escrow import EscrowError, ProviderRefund, ProviderReversal
+from app.payouts.escrow import EscrowError, InvalidSignature, ProviderEvent, ProviderRefund, ProviderReversal
 
 # Our own retries (worker backoff) decide when to try again; the SDK retries once on network errors,
 # with the same idempotency key, which is safe.
@@ -85,3 +85,40 @@ def _escrow_error(exc: stripe.StripeError) -> EscrowError:
         exc.http_status is not None and exc.http_status >= 500
     )
     return EscrowError(exc.user_message or str(exc), code=exc.code, transient=transient)
+
+
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+
+
+def parse_webhook(payload: bytes, signature: str | None, secret: str) -> ProviderEvent:
+    """Verify ``Stripe-Signature`` (HMAC and a 5-minute timestamp tolerance) with the SDK, then keep what
+    we use: refund events carry the refund; ``charge.refunded`` carries the charge's newest refund."""
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, secret)
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise InvalidSignature(str(exc).split("\n")[0]) from None
+    obj: dict[str, Any] = event.data.object.to_dict()  # plain dicts all the way down
+    refund = None
+    charge_id = None
+    if event.type in REFUND_EVENTS:
+        refund, charge_id = obj, obj.get("charge")
+    elif event.type == "charge.refunded":
+        charge_id = obj.get("id")
+        listed = (obj.get("refunds") or {}).get("data") or []
+        refund = listed[0] if listed else None
+    if refund is None:
+        return ProviderEvent(id=event.id, type=event.type, refund=None, charge_id=charge_id, our_refund_id=None)
+    metadata = refund.get("metadata") or {}
+    return ProviderEvent(
+        id=event.id,
+        type=event.type,
+        refund=ProviderRefund(
+            id=refund["id"],
+            status=refund.get("status") or "pending",
+            amount=int(refund["amount"]),
+            currency=str(refund["currency"]).upper(),
+            failure_reason=refund.get("failure_reason"),
+        ),
+        charge_id=charge_id if isinstance(charge_id, str) else None,
+        our_refund_id=metadata.get("refund_id") or None,
+    )
