@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Generic, TypeAlias, TypeVar
 
 import msgspec
@@ -45,3 +46,17 @@ def path_id(value: str, name: str) -> str:
         return msgspec.convert(value, Id)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(f"{name}: {exc}", field=f"path:{name}") from None
+
+
+def encode_cursor(*parts: Any) -> str:
+    """An opaque keyset cursor: the sort key of the last item of a page."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, types: tuple[type, ...]) -> tuple[Any, ...]:
+    """The sort key back, each part converted to its type; a cursor this API did not make is a 400."""
+    try:
+        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return tuple(msgspec.convert(value, kind) for value, kind in zip(raw, types, strict=True))
+    except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
+        raise ValidationFailed("cursor is not one this API returned", field="query:cursor") from None

@@ -8,7 +8,6 @@ lock; the second one sees the first one's result (so of eight claims, one wins a
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from app.payouts.models import Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_resources
-from app.schemas import Page
+from app.schemas import Page, decode_cursor, encode_cursor
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.threads import service as threads
@@ -205,27 +204,6 @@ def _visible(actor: Actor) -> Any:
     )
 
 
-def _encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, size: int) -> list[Any]:
-    try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, msgspec.DecodeError):
-        raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
-    if not isinstance(values, list) or len(values) != size:
-        raise ValidationFailed("cursor is not one this API returned", field="cursor")
-    return values
-
-
-def _parse_time(value: Any) -> datetime:
-    try:
-        return msgspec.convert(value, datetime)
-    except msgspec.ValidationError:
-        raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
-
-
 async def list_disputes(
     session: AsyncSession,
     *,
@@ -248,8 +226,7 @@ async def list_disputes(
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
-        created, last_id = _decode_cursor(cursor, 2)
-        at = _parse_time(created)
+        at, last_id = decode_cursor(cursor, (datetime, str))
         query = query.where(or_(Dispute.created_at < at, and_(Dispute.created_at == at, Dispute.id < str(last_id))))
     rows = list(
         (await session.scalars(query.order_by(Dispute.created_at.desc(), Dispute.id.desc()).limit(limit + 1))).all()
@@ -265,7 +242,7 @@ async def _page(
     lines = await _lines_of(session, [d.id for d in rows])
     now = utcnow()
     items = [to_read(d, lines[d.id], actor, settings, now) for d in rows]
-    return Page(items=items, next_cursor=_encode_cursor(key(rows[-1])) if more and rows else None)
+    return Page(items=items, next_cursor=encode_cursor(*key(rows[-1])) if more and rows else None)
 
 
 async def queue(
@@ -296,9 +273,7 @@ async def queue(
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
-        due_raw, rank, amount, created_raw, last_id = _decode_cursor(cursor, 5)
-        due, created = _parse_time(due_raw), _parse_time(created_raw)
-        rank, amount, last_id = int(rank), int(amount), str(last_id)
+        due, rank, amount, created, last_id = decode_cursor(cursor, (datetime, int, int, datetime, str))
         query = query.where(
             or_(
                 Dispute.queue_due_at > due,
@@ -330,8 +305,8 @@ async def list_events(
     await _load(session, actor, dispute_id)
     query = select(DisputeEvent).where(DisputeEvent.dispute_id == dispute_id)
     if cursor is not None:
-        (after,) = _decode_cursor(cursor, 1)
-        query = query.where(DisputeEvent.id > int(after))
+        (after,) = decode_cursor(cursor, (int,))
+        query = query.where(DisputeEvent.id > after)
     rows = list((await session.scalars(query.order_by(DisputeEvent.id).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
@@ -347,7 +322,7 @@ async def list_events(
         )
         for e in rows
     ]
-    return Page(items=items, next_cursor=_encode_cursor([rows[-1].id]) if more and rows else None)
+    return Page(items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
 
 
 # --- opening --------------------------------------------------------------------------------------------

@@ -10,14 +10,12 @@ records the outcome under the row lock (a ``refund_paid`` transaction has a uniq
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,7 +32,7 @@ from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refun
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
 from app.permissions.enforcer import Resource, is_allowed
-from app.schemas import Page
+from app.schemas import Page, decode_cursor, encode_cursor
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.threads import service as threads
@@ -321,23 +319,13 @@ async def list_refunds(
     if status is not None:
         query = query.where(Refund.status == status)
     if cursor is not None:
-        try:
-            created, last_id = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-            at = msgspec.convert(created, datetime)
-        except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
-            raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
-        query = query.where(or_(Refund.created_at < at, and_(Refund.created_at == at, Refund.id < str(last_id))))
+        at, last_id = decode_cursor(cursor, (datetime, str))
+        query = query.where(or_(Refund.created_at < at, and_(Refund.created_at == at, Refund.id < last_id)))
     rows = list(
         (await session.scalars(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all()
     )
     more, rows = len(rows) > limit, rows[:limit]
-    next_cursor = (
-        base64.urlsafe_b64encode(msgspec.json.encode([rows[-1].created_at.isoformat(), rows[-1].id]))
-        .decode()
-        .rstrip("=")
-        if more
-        else None
-    )
+    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
     extras = await _extras(session, [r.id for r in rows], actor)
     items = [
         _read(r, credit_note=extras.get(r.id, (None, None))[0], promo_code=extras.get(r.id, (None, None))[1])

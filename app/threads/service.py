@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import msgspec
 from sqlalchemy import Table, and_, bindparam, case, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -20,7 +18,7 @@ from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_threads
-from app.schemas import Page
+from app.schemas import Page, decode_cursor, encode_cursor
 from app.sellers.models import Seller
 from app.threads import attachments as attachment_service
 from app.threads import macros as macro_service
@@ -235,18 +233,6 @@ def _visible(actor: Actor, action: str = "read") -> Any:
         audiences=ALL_AUDIENCES,
         action=action,
     )
-
-
-def encode_cursor(*parts: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, types: tuple[type, ...]) -> tuple[Any, ...]:
-    try:
-        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return tuple(msgspec.convert(value, kind) for value, kind in zip(raw, types, strict=True))
-    except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
-        raise ValidationFailed("cursor is not valid", field="query:cursor") from None
 
 
 async def list_threads(

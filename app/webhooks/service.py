@@ -17,7 +17,6 @@ loses nothing: the lease runs out and the delivery is due again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import secrets
 import time
@@ -35,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import Actor
 from app.db import utcnow
 from app.errors import NotFound, ValidationFailed
-from app.schemas import Page
+from app.schemas import Page, decode_cursor, encode_cursor
 from app.webhooks import signing
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import (
@@ -109,29 +108,17 @@ async def get_endpoint(session: AsyncSession, *, endpoint_id: str) -> EndpointRe
     return _read(await _endpoint(session, endpoint_id))
 
 
-def _cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, last_id = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return msgspec.convert(created, datetime), str(last_id)
-    except (ValueError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
-        raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
-
-
 async def list_endpoints(session: AsyncSession, *, limit: int, cursor: str | None) -> Page[EndpointRead]:
     query = select(WebhookEndpoint)
     if cursor is not None:
-        at, last_id = _uncursor(cursor)
+        at, last_id = decode_cursor(cursor, (datetime, str))
         query = query.where(
             or_(WebhookEndpoint.created_at < at, and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id < last_id))
         )
     order = (WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
     rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
     more, rows = len(rows) > limit, rows[:limit]
-    next_cursor = _cursor([rows[-1].created_at.isoformat(), rows[-1].id]) if more else None
+    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
     return Page(items=[_read(e) for e in rows], next_cursor=next_cursor)
 
 
@@ -152,7 +139,7 @@ async def list_deliveries(
     await _endpoint(session, endpoint_id)
     query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
     if cursor is not None:
-        at, last_id = _uncursor(cursor)
+        at, last_id = decode_cursor(cursor, (datetime, str))
         query = query.where(
             or_(WebhookDelivery.created_at < at, and_(WebhookDelivery.created_at == at, WebhookDelivery.id < last_id))
         )
@@ -186,7 +173,7 @@ async def list_deliveries(
         )
         for d in rows
     ]
-    next_cursor = _cursor([rows[-1].created_at.isoformat(), rows[-1].id]) if more else None
+    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
     return Page(items=items, next_cursor=next_cursor)
 
 
