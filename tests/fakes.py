@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from app.payouts.escrow import EscrowError, ProviderRefund, ProviderReversal
+from app.payouts.escrow import (
+    BalanceTransactionPage,
+    PaymentProviderError,
+    ProviderBalanceTransaction,
+    ProviderRefund,
+    ProviderReversal,
+    ProviderTransfer,
+)
 
 
 class FakeEscrow:
@@ -14,7 +21,7 @@ class FakeEscrow:
         self.refunds: dict[str, ProviderRefund] = {}  # by idempotency key
         self.calls: list[str] = []
         # idempotency key -> errors to raise on its next calls (tests share a database: target one refund)
-        self.fail_for: dict[str, list[EscrowError]] = {}
+        self.fail_for: dict[str, list[PaymentProviderError]] = {}
         self.status = "succeeded"
 
     async def refund(
@@ -43,6 +50,29 @@ class FakeEscrow:
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal:
         return ProviderReversal(id=f"trr_{uuid.uuid4().hex[:16]}", amount=amount, currency="EUR")
+
+    async def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer:
+        raise PaymentProviderError(f"No such transfer: '{transfer_id}'", code="resource_missing", transient=False)
+
+    async def list_balance_transactions(
+        self, *, created_from: int, created_to: int, starting_after: str | None = None, limit: int = 100
+    ) -> BalanceTransactionPage:
+        """The refunds made, as the provider's balance would show them (this fake keeps no creation time)."""
+        items = [
+            ProviderBalanceTransaction(
+                id=f"txn_{r.id}",
+                type="refund",
+                amount=-r.amount,
+                fee=0,
+                net=-r.amount,
+                currency=r.currency,
+                source=r.id,
+                created=created_from,
+            )
+            for r in self.refunds.values()
+            if r.status == "succeeded"
+        ]
+        return BalanceTransactionPage(items=items[:limit], has_more=len(items) > limit)
 
     @property
     def total(self) -> int:

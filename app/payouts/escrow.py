@@ -27,9 +27,42 @@ class ProviderReversal:
     currency: str
 
 
-class EscrowError(Exception):
-    """The provider refused or could not be reached. ``transient`` errors are worth retrying with the same
-    idempotency key (network, 5xx, rate limits); the others will fail the same way again."""
+@dataclass(frozen=True, slots=True)
+class ProviderTransfer:
+    """Money moved from the marketplace's balance to a shop's connected account (escrow released)."""
+
+    id: str
+    amount: int
+    amount_reversed: int
+    currency: str
+    destination: str
+    transfer_group: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBalanceTransaction:
+    """One movement of the marketplace's provider balance, what finance reconciles the ledger against."""
+
+    id: str
+    type: str  # charge, refund, transfer, transfer_cancel (a reversal), adjustment, ...
+    amount: int  # signed, minor units
+    fee: int
+    net: int
+    currency: str
+    source: str | None  # the provider object that moved it (ch_, re_, tr_, trr_)
+    created: int  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTransactionPage:
+    items: list[ProviderBalanceTransaction]
+    has_more: bool
+
+
+class PaymentProviderError(Exception):
+    """The provider refused or could not be reached; ``code`` is the provider's own (``amount_too_large``,
+    ``charge_already_refunded``, ``insufficient_funds``...). ``transient`` errors are worth retrying with the
+    same idempotency key (network, 5xx, rate limits); the others will fail the same way again."""
 
     def __init__(self, message: str, *, code: str | None, transient: bool) -> None:
         super().__init__(message)
@@ -54,6 +87,12 @@ class EscrowGateway(Protocol):
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal: ...
+
+    async def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer: ...
+
+    async def list_balance_transactions(
+        self, *, created_from: int, created_to: int, starting_after: str | None = None, limit: int = 100
+    ) -> BalanceTransactionPage: ...
 
 
 @dataclass(frozen=True, slots=True)

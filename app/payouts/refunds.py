@@ -26,7 +26,7 @@ from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
 from app.payouts import credit, ledger
-from app.payouts.escrow import EscrowError, EscrowGateway, ProviderEvent, ProviderRefund
+from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
@@ -388,7 +388,7 @@ async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime
         return claimed
 
 
-async def ask_provider(gateway: EscrowGateway, item: Claimed) -> ProviderRefund | EscrowError:
+async def ask_provider(gateway: EscrowGateway, item: Claimed) -> ProviderRefund | PaymentProviderError:
     try:
         if item.provider_ref:
             return await gateway.retrieve_refund(item.provider_ref)
@@ -400,7 +400,7 @@ async def ask_provider(gateway: EscrowGateway, item: Claimed) -> ProviderRefund 
             idempotency_key=item.refund_id,
             metadata={"refund_id": item.refund_id, "order_id": item.order_id, "dispute_id": item.dispute_id or ""},
         )
-    except EscrowError as exc:
+    except PaymentProviderError as exc:
         return exc
 
 
@@ -411,7 +411,7 @@ def _retry_in(attempt: int) -> timedelta:
 async def record(
     sessions: async_sessionmaker[AsyncSession],
     item: Claimed,
-    answer: ProviderRefund | EscrowError,
+    answer: ProviderRefund | PaymentProviderError,
     *,
     now: datetime,
     on_settled: OnSettled | None,
@@ -422,7 +422,7 @@ async def record(
         if refund is None or refund.status != "pending" or refund.attempts != item.attempt:
             return refund.status if refund is not None else "missing"  # settled meanwhile (webhook, other worker)
         refund.updated_at = now
-        if isinstance(answer, EscrowError):
+        if isinstance(answer, PaymentProviderError):
             if answer.transient and now - refund.created_at < GIVE_UP_AFTER:
                 refund.next_attempt_at = now + _retry_in(item.attempt)
                 refund.failure_reason = f"retrying: {answer}"[:500]

@@ -12,7 +12,16 @@ from typing import Any
 
 import stripe
 
-from app.payouts.escrow import EscrowError, InvalidSignature, ProviderEvent, ProviderRefund, ProviderReversal
+from app.payouts.escrow import (
+    BalanceTransactionPage,
+    InvalidSignature,
+    PaymentProviderError,
+    ProviderBalanceTransaction,
+    ProviderEvent,
+    ProviderRefund,
+    ProviderReversal,
+    ProviderTransfer,
+)
 
 # Our own retries (worker backoff) decide when to try again; the SDK retries once on network errors,
 # with the same idempotency key, which is safe.
@@ -69,6 +78,47 @@ class StripeEscrow:
             raise _escrow_error(exc) from exc
         return ProviderReversal(id=reversal.id, amount=reversal.amount, currency=reversal.currency.upper())
 
+    async def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer:
+        try:
+            transfer = await self.client.v1.transfers.retrieve_async(transfer_id)
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+        destination = transfer.destination
+        return ProviderTransfer(
+            id=transfer.id,
+            amount=transfer.amount,
+            amount_reversed=transfer.amount_reversed,
+            currency=transfer.currency.upper(),
+            destination=destination if isinstance(destination, str) else getattr(destination, "id", ""),
+            transfer_group=transfer.transfer_group,
+        )
+
+    async def list_balance_transactions(
+        self, *, created_from: int, created_to: int, starting_after: str | None = None, limit: int = 100
+    ) -> BalanceTransactionPage:
+        """One page, newest first, of the balance transactions created in [created_from, created_to]."""
+        params: dict[str, Any] = {"created": {"gte": created_from, "lte": created_to}, "limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        try:
+            page = await self.client.v1.balance_transactions.list_async(params=params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+        items = [
+            ProviderBalanceTransaction(
+                id=t.id,
+                type=t.type,
+                amount=t.amount,
+                fee=t.fee,
+                net=t.net,
+                currency=t.currency.upper(),
+                source=t.source if isinstance(t.source, str) or t.source is None else getattr(t.source, "id", None),
+                created=t.created,
+            )
+            for t in page.data
+        ]
+        return BalanceTransactionPage(items=items, has_more=page.has_more)
+
 
 def _refund(refund: Any) -> ProviderRefund:
     return ProviderRefund(
@@ -80,11 +130,11 @@ def _refund(refund: Any) -> ProviderRefund:
     )
 
 
-def _escrow_error(exc: stripe.StripeError) -> EscrowError:
+def _escrow_error(exc: stripe.StripeError) -> PaymentProviderError:
     transient = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
         exc.http_status is not None and exc.http_status >= 500
     )
-    return EscrowError(exc.user_message or str(exc), code=exc.code, transient=transient)
+    return PaymentProviderError(exc.user_message or str(exc), code=exc.code, transient=transient)
 
 
 REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})

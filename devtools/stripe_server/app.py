@@ -66,8 +66,11 @@ CONNECT_ROUTES = {"balance", "list_balance_transactions", "retrieve_balance_tran
 class Fault:
     path: str  # exact, or a prefix when it ends with "*"
     method: str
-    mode: str  # "error_500" (before applying) or "drop_after_apply" (apply, then close the connection unanswered)
+    # "error_500" (before applying), "drop_after_apply" (apply, then close the connection unanswered) or
+    # "hold_after_apply" (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
+    mode: str
     remaining: int
+    hold_ms: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining <= 0 or self.method not in {"*", method}:
@@ -75,7 +78,13 @@ class Fault:
         return path.startswith(self.path[:-1]) if self.path.endswith("*") else path == self.path
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "method": self.method, "mode": self.mode, "remaining": self.remaining}
+        return {
+            "path": self.path,
+            "method": self.method,
+            "mode": self.mode,
+            "remaining": self.remaining,
+            "hold_ms": self.hold_ms,
+        }
 
 
 @dataclass
@@ -99,6 +108,8 @@ FAULT_MODES = {
     "500": "error_500",
     "drop": "drop_after_apply",
     "drop_after_apply": "drop_after_apply",
+    "hold": "hold_after_apply",
+    "hold_after_apply": "hold_after_apply",
 }
 
 
@@ -115,6 +126,7 @@ class StripeServer:
         self.faults: list[Fault] = []
         self.idempotency: dict[tuple[str, str, str], Stored] = {}
         self.key_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self.holds: dict[str, int] = {}  # request id -> ms to hold its (applied) answer
 
     # ASGI
 
@@ -149,6 +161,9 @@ class StripeServer:
         if drop:
             await self._drop(scope, send)
             return
+        hold_ms = self.holds.pop(request_id, 0)
+        if hold_ms:  # applied and stored for the key, outside every lock: a retry meanwhile replays it
+            await asyncio.sleep(hold_ms / 1000)
         response_headers = {
             "content-type": "application/json",
             "request-id": request_id,
@@ -213,6 +228,8 @@ class StripeServer:
         ctx = Context(request_id=request_id, idempotency_key=key, stripe_account=account)
         handler: Handler = getattr(self.store, handler_name)
         drop = fault is not None and fault.mode == "drop_after_apply"
+        if fault is not None and fault.mode == "hold_after_apply":
+            self.holds[request_id] = fault.hold_ms
         if key is None:
             status, payload, _ = await self._execute(handler, ctx, params, path_args)
             return Answer(status, payload), drop
@@ -326,13 +343,14 @@ class StripeServer:
             if method == "POST":
                 mode = FAULT_MODES.get(get_str(params, "mode") or "error_500")
                 if mode is None:
-                    raise invalid("mode must be error_500 or drop_after_apply", param="mode")
+                    raise invalid("mode must be error_500, drop_after_apply or hold_after_apply", param="mode")
                 fault_path = get_str(params, "path", required=True) or ""
                 fault = Fault(
                     path=fault_path,
                     method=(get_str(params, "method") or "POST").upper(),
                     mode=mode,
                     remaining=get_int(params, "count") or 1,
+                    hold_ms=get_int(params, "ms", minimum=0) or 0,
                 )
                 self.faults.append(fault)
             elif method == "DELETE":

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app.db import create_engine, utcnow
 from app.disputes import service as disputes
 from app.payouts import refunds
-from app.payouts.escrow import EscrowError
+from app.payouts.escrow import PaymentProviderError
 from app.payouts.ledger import LedgerEntry
 from app.settings import Settings
 from tests.api.test_disputes import Case
@@ -157,7 +157,7 @@ def test_the_worker_pays_once_and_the_ledger_follows(client: TestClient[Any], se
     refund = grant(
         client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_200), funded_by="seller"
     )
-    escrow.fail_for[refund["refund_id"]] = [EscrowError("timeout", code=None, transient=True)]
+    escrow.fail_for[refund["refund_id"]] = [PaymentProviderError("timeout", code=None, transient=True)]
     assert pay(settings, escrow) >= 1
     after_timeout = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
     assert after_timeout["status"] == "pending"
@@ -178,7 +178,7 @@ def test_a_refused_refund_is_reversed(client: TestClient[Any], settings: Setting
     escrow = FakeEscrow()
     refund = grant(client, case.arbitrator, order_id=case.order_id, kind="full", funded_by="operator")
     escrow.fail_for[refund["refund_id"]] = [
-        EscrowError("This charge has already been refunded.", code="charge_already_refunded", transient=False)
+        PaymentProviderError("This charge has already been refunded.", code="charge_already_refunded", transient=False)
     ]
     pay(settings, escrow)
     failed = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
@@ -219,7 +219,9 @@ def test_a_dispute_refund_resolves_the_dispute_or_flags_it(
     )
     assert refused.dispute["status"] == "resolving"
     [owed] = client.get("/v1/refunds", params={"order_id": refused.order_id}, headers=refused.agent).json()["items"]
-    escrow.fail_for[owed["refund_id"]] = [EscrowError("card expired", code="expired_or_canceled_card", transient=False)]
+    escrow.fail_for[owed["refund_id"]] = [
+        PaymentProviderError("card expired", code="expired_or_canceled_card", transient=False)
+    ]
     pay(settings, escrow)
     back = refused.get(refused.agent)
     assert (back["status"], back["refund_failed"]) == ("escalated", True)

@@ -219,6 +219,24 @@ def test_apply_then_drop_the_connection_then_the_retry_replays(server: StripeSer
     assert total(server, ch.id)["refunds"] == 2
 
 
+async def test_apply_then_hold_the_answer_while_a_retry_replays_it(server: StripeServerProcess) -> None:
+    ch = charge(server, 1000)
+    server.ctl("POST", "faults", path="/v1/refunds", mode="hold_after_apply", ms=60_000, count=1)
+    client = server.client()
+    held = asyncio.create_task(
+        client.v1.refunds.create_async(params={"charge": ch.id, "amount": 300}, options={"idempotency_key": "k-hold"})
+    )
+    while total(server, ch.id)["refunds"] == 0:  # applied while its caller still waits for the answer
+        await asyncio.sleep(0.02)
+    assert not held.done()
+    replay = await client.v1.refunds.create_async(
+        params={"charge": ch.id, "amount": 300}, options={"idempotency_key": "k-hold"}
+    )
+    assert replay.last_response.headers["Idempotent-Replayed"] == "true"
+    held.cancel()  # the first caller gives up (or dies): the refund stays made once
+    assert (total(server, ch.id)["amount_refunded"], total(server, ch.id)["refunds"]) == (300, 1)
+
+
 # --- transfers, reversals, balance -----------------------------------------------------------------------
 
 
