@@ -56,6 +56,9 @@ class Settings:
     queue_overdue_seconds: int = 900
     # Refunds: the most an agent (level 1) may grant from the operator's funds, per refund (minor units).
     agent_goodwill_limit: int = 5_000
+    # A worker that took a refund to pay owns it this long; if it dies, another takes it over after that
+    # (and asks the provider again with the same idempotency key).
+    refund_lease_seconds: float = 60.0
     # How long a promo code granted as compensation stays valid.
     promo_valid_seconds: int = 90 * 86_400
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.

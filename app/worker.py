@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -71,7 +71,12 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
                 await disputes.refund_settled(session, refund, now, settings)
 
             async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
-                return await refunds.pay_due(sessions, gateway=gateway, on_settled=on_settled)
+                return await refunds.pay_due(
+                    sessions,
+                    gateway=gateway,
+                    on_settled=on_settled,
+                    lease=timedelta(seconds=settings.refund_lease_seconds),
+                )
 
             jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
     return jobs

@@ -355,7 +355,9 @@ class Claimed:
 OnSettled = Callable[[AsyncSession, Refund, datetime], Awaitable[None]]
 
 
-async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH) -> list[Claimed]:
+async def claim_due(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH, lease: timedelta = LEASE
+) -> list[Claimed]:
     async with sessions() as session, session.begin():
         rows = (
             await session.execute(
@@ -370,7 +372,7 @@ async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime
         claimed = []
         for refund, charge_id, payment_intent_id in rows:
             refund.attempts += 1
-            refund.next_attempt_at = now + LEASE
+            refund.next_attempt_at = now + lease
             claimed.append(
                 Claimed(
                     refund_id=refund.id,
@@ -478,9 +480,10 @@ async def pay_due(
     on_settled: OnSettled | None = None,
     now: datetime | None = None,
     batch: int = BATCH,
+    lease: timedelta = LEASE,
 ) -> int:
     """One worker pass over due refunds. Returns how many were sent to (or checked with) the provider."""
-    claimed = await claim_due(sessions, now=now or utcnow(), batch=batch)
+    claimed = await claim_due(sessions, now=now or utcnow(), batch=batch, lease=lease)
     answers: list[Any] = await asyncio.gather(*(ask_provider(gateway, item) for item in claimed))
     for item, answer in zip(claimed, answers, strict=True):
         await record(sessions, item, answer, now=now or utcnow(), on_settled=on_settled)

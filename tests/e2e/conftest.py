@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
         self.log = tmp / f"server-{self.port}.log"
-        environment = {
+        self.environment = environment = {
             **os.environ,
             "SAV_DATABASE_URL": database_url,
             "SAV_JWT_SECRET": TEST_SECRET,
@@ -74,6 +74,45 @@ class Service:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
+
+
+class WorkerProcess:
+    """One `sav worker` process on the service's database and settings, killable at any moment."""
+
+    def __init__(self, service: Service, tmp: Path, name: str) -> None:
+        self.log = tmp / f"worker-{service.port}-{name}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker"],
+                env=service.environment,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no rollback handler, no goodbye; whatever was uncommitted is lost."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll until ``condition()`` is truthy; a timeout fails the test (this is a deadline, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

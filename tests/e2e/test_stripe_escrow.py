@@ -163,7 +163,7 @@ async def test_balance_transactions_of_a_period_page_by_page(
     end = int(time.time()) + 5
 
     first = await escrow.list_balance_transactions(created_from=start, created_to=end, limit=2)
-    assert first.has_more and len(first.items) == 2
+    assert (first.has_more, len(first.items)) == (True, 2)
     rest = await escrow.list_balance_transactions(
         created_from=start, created_to=end, starting_after=first.items[-1].id, limit=2
     )
