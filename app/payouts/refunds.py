@@ -38,6 +38,7 @@ from app.settings import Settings
 from app.threads import service as threads
 from app.threads.models import Thread
 from app.threads.schemas import MessageCreate
+from app.webhooks import service as webhooks
 
 LEASE = timedelta(seconds=60)
 # Stripe keeps idempotency keys 24 h: past that, a retry could pay a second time, so we stop before.
@@ -65,6 +66,29 @@ def _read(refund: Refund, *, credit_note: str | None = None, promo_code: str | N
         reason=refund.reason,
         created_at=refund.created_at,
         updated_at=refund.updated_at,
+    )
+
+
+async def _announce(session: AsyncSession, refund: Refund, now: datetime) -> None:
+    """``refund.succeeded`` / ``refund.failed`` to the marketplace's webhook endpoints (outbox, same
+    transaction as the outcome). The event id is derived from the refund: one event per outcome."""
+    event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{refund.id}:{refund.status}').hex}"
+    await webhooks.enqueue(
+        session,
+        event_type=f"refund.{refund.status}",
+        event_id=event_id,
+        data={
+            "refund_id": refund.id,
+            "order_id": refund.order_id,
+            "dispute_id": refund.dispute_id,
+            "kind": refund.kind,
+            "amount": {"amount": refund.amount, "currency": refund.currency},
+            "funded_by": refund.funded_by,
+            "status": refund.status,
+            "provider_ref": refund.provider_ref,
+            "failure_reason": refund.failure_reason,
+        },
+        now=now,
     )
 
 
@@ -223,6 +247,7 @@ async def grant_refund(
     await session.flush()
     if data.kind == RefundKind.CREDIT:
         number = await credit.issue_credit_note(session, refund, buyer_id=order.buyer_id, seller_id=order.seller_id)
+        await _announce(session, refund, now)
         return _read(refund, credit_note=number)
     if data.kind == RefundKind.PROMO_CODE:
         promo = await credit.issue_promo_code(
@@ -234,6 +259,7 @@ async def grant_refund(
         )
         if data.dispute_id is not None:
             await _tell_buyer(session, data.dispute_id, promo)
+        await _announce(session, refund, now)
         return _read(refund, promo_code=promo.code)
     await ledger.post(
         session,
@@ -452,6 +478,7 @@ async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_sett
         entries=paid_entries(refund.amount, refund.currency),
         order_id=refund.order_id,
     )
+    await _announce(session, refund, now)
     if on_settled is not None:
         await on_settled(session, refund, now)
 
@@ -469,6 +496,7 @@ async def _fail(
         entries=reversal_entries(issued),
         order_id=refund.order_id,
     )
+    await _announce(session, refund, now)
     if on_settled is not None:
         await on_settled(session, refund, now)
 

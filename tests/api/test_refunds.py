@@ -4,6 +4,7 @@ worker through the escrow port (a fake provider with Stripe's idempotency) — o
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -383,3 +384,43 @@ def test_promo_codes_reach_the_buyer_and_are_single_use(
     )
     assert (late.status_code, late.json()["code"]) == (422, "promo.expired")
     assert ledger_is_balanced(settings)
+
+
+def test_refund_outcomes_are_announced_to_the_marketplace(
+    client: TestClient[Any], settings: Settings, auth: Tokens, case: Case
+) -> None:
+    from tests.api.test_webhooks import deactivate_all, subscribe
+
+    admin = auth("admin", uid("admin"))
+    deactivate_all(client, admin)
+    endpoint = subscribe(client, admin, "http://127.0.0.1:9/hooks", ["refund.succeeded", "refund.failed"])
+    try:
+        escrow = FakeEscrow()
+        paid = grant(
+            client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_000), funded_by="operator"
+        )
+        refused = grant(
+            client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(500), funded_by="operator"
+        )
+        escrow.fail_for[refused["refund_id"]] = [
+            PaymentProviderError("card expired", code="expired_or_canceled_card", transient=False)
+        ]
+        credited = grant(
+            client, case.arbitrator, order_id=case.order_id, kind="credit", amount=money(300), funded_by="operator"
+        )
+        pay(settings, escrow)
+        pay(settings, escrow)  # a second pass announces nothing more
+        listed = client.get(f"/v1/webhook-endpoints/{endpoint['endpoint_id']}/deliveries", headers=admin).json()
+        sent = {json.loads(d["payload"])["data"]["refund_id"]: json.loads(d["payload"]) for d in listed["items"]}
+        assert len(listed["items"]) == 3
+        assert {k: v["type"] for k, v in sent.items()} == {
+            paid["refund_id"]: "refund.succeeded",
+            refused["refund_id"]: "refund.failed",
+            credited["refund_id"]: "refund.succeeded",
+        }
+        assert sent[paid["refund_id"]]["data"]["amount"] == money(1_000)
+        assert sent[paid["refund_id"]]["data"]["provider_ref"] == escrow.refunds[paid["refund_id"]].id
+        assert sent[refused["refund_id"]]["data"]["failure_reason"].startswith("expired_or_canceled_card")
+        assert sent[credited["refund_id"]]["data"]["kind"] == "credit"
+    finally:
+        deactivate_all(client, admin)
