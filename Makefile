@@ -11,7 +11,8 @@ LINT_PATHS := $(wildcard app tests bench alembic devtools)
 .PHONY: demo test check run lint format bench clean help
 
 help:
-	@echo "make demo   - migrate + seed a demo marketplace (SQLite), print a token per role, serve on :8000"
+	@echo "make demo   - migrate + seed a demo marketplace (SQLite), print a token per role, serve on :8000;"
+	@echo "              the local Stripe server on :12111 pays its refunds"
 	@echo "make test   - the whole suite, on SQLite and on PostgreSQL (SAV_TEST_DATABASE_URL)"
 	@echo "make check  - ruff check, ruff format --check, mypy (strict) on app/"
 	@echo "make run    - serve with the current SAV_* settings"
@@ -25,7 +26,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 demo: $(VENV)/.synced
-	$(BIN)/sav demo
+	$(BIN)/python -m devtools.demo
 
 run: $(VENV)/.synced
 	$(BIN)/sav serve

@@ -98,6 +98,15 @@ ORDERS: list[tuple[str, str, str, list[tuple[str, str, str, int, int]], int | No
 ]
 
 
+def charge_id_of(order_id: str) -> str:
+    """The card charge behind a demo order (created at the local Stripe server by ``make demo``)."""
+    return f"ch_demo_{order_id}"
+
+
+def order_totals() -> dict[str, int]:
+    return {order_id: sum(qty * price for *_, qty, price in lines) for order_id, _, _, lines, _ in ORDERS}
+
+
 async def seed(engine: AsyncEngine, *, now: datetime | None = None, settings: Settings | None = None) -> None:
     now = now or datetime.now(UTC)
     settings = settings or Settings()
@@ -117,7 +126,7 @@ async def seed(engine: AsyncEngine, *, now: datetime | None = None, settings: Se
                     OrderLineIn(line_id=lid, sku=sku, title=title, quantity=qty, unit_price=Money(price, "EUR"))
                     for lid, sku, title, qty, price in lines
                 ],
-                payment=Payment(provider="stripe", charge_id=f"ch_demo_{order_id}", customer_id=f"cus_{buyer}"),
+                payment=Payment(provider="stripe", charge_id=charge_id_of(order_id), customer_id=f"cus_{buyer}"),
                 delivered_at=None
                 if delivered_days_ago is None
                 else (now - timedelta(days=delivered_days_ago)).replace(microsecond=0),
@@ -285,8 +294,8 @@ async def seed_disputes(session: AsyncSession, settings: Settings) -> None:
             await disputes.act(session, actor=cast[who], dispute_id=opened.dispute_id, body=body, settings=settings)
 
 
-# One grant of each kind outside disputes (source keys make seeding idempotent). The two card refunds stay
-# pending until a worker with a payment provider (SAV_STRIPE_API_KEY) pays them.
+# One grant of each kind outside disputes (source keys make seeding idempotent). The two card refunds are
+# paid by the worker through the payment provider (`make demo` runs the local Stripe server for it).
 REFUNDS = [
     ("demo-refund-partial", "ord-1001", RefundKind.PARTIAL, 1_000, "seller", None, "Couvercle abîmé"),
     ("demo-refund-full", "ord-1004", RefundKind.FULL, None, "operator", None, "Colis perdu par le transporteur"),

@@ -372,6 +372,12 @@ class StripeServer:
         if (m := re.fullmatch(r"refunds/(re_\w+)/settle", name)) and method == "POST":
             status = get_str(params, "status", required=True) or ""
             return store.settle_refund(ctx, m.group(1), status, get_str(params, "failure_reason"))
+        if name == "charges" and method == "POST":  # seed a charge with a known id (a demo's orders)
+            charge_id = get_str(params, "id", required=True) or ""
+            if charge_id in store.objects:
+                return store.render(charge_id)
+            params.pop("id")
+            return store.create_charge(ctx, params, charge_id=charge_id)
         if name == "dashboard_refund" and method == "POST":
             return store.create_refund(ctx, params)
         if name == "refunds_total" and method == "GET":

@@ -321,7 +321,8 @@ class Store:
 
     # charges and payment intents (test setup)
 
-    def create_charge(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    def create_charge(self, ctx: Context, params: dict[str, Any], *, charge_id: str | None = None) -> dict[str, Any]:
+        """A succeeded card charge (``charge_id`` is for seeding through /_control/charges only)."""
         expand = check_params(
             params,
             {
@@ -350,7 +351,7 @@ class Store:
                 param="payment_intent",
                 code="resource_already_exists",
             )
-        now, charge_id, pm_id = self.now(), new_id("ch"), new_id("pm")
+        now, charge_id, pm_id = self.now(), charge_id or new_id("ch"), new_id("pm")
         txn_id = self._txn(
             account=PLATFORM,
             amount=amount,

@@ -1,0 +1,114 @@
+"""``make demo``: the local Stripe-compatible server, then ``sav demo`` wired to it, so refunds are paid
+end to end through the real Stripe adapter, offline.
+
+The Stripe server gets a charge for every demo order (the ids the seeded orders carry) and sends its
+signed webhooks to the demo API. With ``SAV_STRIPE_API_KEY`` already set (your own Stripe test account),
+the local server is not started and ``sav demo`` runs as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import httpx
+
+from app.demo import charge_id_of, order_totals
+
+API_KEY = "sk_test_local_demo_0000000000"
+WEBHOOK_SECRET = "whsec_local_demo_0000000000"
+# The demo dispute left in `resolving`: the bank takes its time with this refund (settle it yourself).
+SLOW_REFUND_ORDER = "ord-2007"
+
+
+def start_stripe_server(port: int, webhook_url: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.stripe_server", "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "STRIPE_SERVER_WEBHOOK_URL": webhook_url,
+            "STRIPE_SERVER_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "ready on " not in line:
+        process.kill()
+        raise SystemExit(f"demo: the local Stripe server did not start:\n{line}{process.stdout.read()}")
+    threading.Thread(target=lambda: sys.stdout.writelines(process.stdout or []), daemon=True).start()
+    return process, line.split("ready on ", 1)[1].strip()
+
+
+def seed_charges(url: str) -> None:
+    with httpx.Client(base_url=url, timeout=10) as control:
+        for order_id, total in order_totals().items():
+            charge_id = charge_id_of(order_id)
+            created = control.post(
+                "/_control/charges",
+                data={"id": charge_id, "amount": total, "currency": "eur", "transfer_group": order_id},
+            )
+            created.raise_for_status()
+        control.post("/_control/next_refund_pending", data={"charge": charge_id_of(SLOW_REFUND_ORDER)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--stripe-port", type=int, default=12111)
+    args = parser.parse_args(argv)
+    # `kill <pid>` stops the API and the Stripe server too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    demo = [sys.executable, "-m", "app.cli", "demo", "--host", args.host, "--port", str(args.port)]
+    if os.environ.get("SAV_STRIPE_API_KEY"):
+        os.execv(sys.executable, demo)
+    stripe_server, url = start_stripe_server(args.stripe_port, f"http://{args.host}:{args.port}/v1/webhooks/stripe")
+    try:
+        seed_charges(url)
+        print(
+            f"\nLocal Stripe server on {url}: the worker pays the demo's card refunds through it.\n"
+            f"The refund of the {SLOW_REFUND_ORDER} dispute stays pending at the bank (the dispute waits in "
+            f"`resolving`); settle it as the bank would, and its webhook resolves the dispute:\n"
+            f"  curl -s {url}/_control/refunds_total?charge={charge_id_of(SLOW_REFUND_ORDER)}\n"
+            f"  curl -s -X POST {url}/_control/refunds/<re_id>/settle -d status=succeeded"
+        )
+        env = {
+            **os.environ,
+            "SAV_STRIPE_API_KEY": API_KEY,
+            "SAV_STRIPE_API_BASE": url,
+            "SAV_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+        api = subprocess.Popen(demo, env=env)
+        try:
+            raise SystemExit(api.wait())
+        finally:
+            stop(api)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    finally:
+        stop(stripe_server)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    main()
