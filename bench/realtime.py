@@ -123,10 +123,11 @@ class Poster:
             self.all.append(writer)
             self.idle.put_nowait((reader, writer))
 
-    async def post(self, path: str, payload: dict[str, Any], jwt: str) -> int:
+    async def post(self, path: str, payload: dict[str, Any], jwt: str, headers: dict[str, str] | None = None) -> int:
         body = json.dumps(payload).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         request = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

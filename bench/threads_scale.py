@@ -97,7 +97,7 @@ def seed(dsn: str, threads: int, per_thread: int, big_shop: int) -> float:
 
 
 class Server:
-    def __init__(self, database_url: str, workers: int = 1) -> None:
+    def __init__(self, database_url: str, workers: int = 1, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -108,6 +108,7 @@ class Server:
             "SAV_RUN_WORKER": "false",
             "SAV_ENV": "test",
             "SAV_DATABASE_POOL_SIZE": "20",
+            **extra_env,
         }
         sav = str(Path(sys.executable).parent / "sav")
         self.process = subprocess.Popen(

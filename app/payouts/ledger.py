@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -85,26 +85,29 @@ def check_balanced(entries: list[Entry]) -> None:
 async def post(
     session: AsyncSession, *, kind: TransactionKind, reference: str, entries: list[Entry], order_id: str | None
 ) -> str:
+    """Add a balanced transaction to the session. Its rows are inserted at the next flush (before any
+    query, or at commit), together with every other transaction posted meanwhile: a worker settling fifty
+    refunds writes their ledger in two statements, not a hundred."""
     check_balanced(entries)
     transaction_id = str(uuid.uuid4())
-    await session.execute(
-        insert(LedgerTransaction).values(
-            id=transaction_id, kind=kind.value, order_id=order_id, reference=reference, created_at=utcnow()
+    session.add(
+        LedgerTransaction(
+            id=transaction_id,
+            kind=kind.value,
+            order_id=order_id,
+            reference=reference,
+            created_at=utcnow(),
+            entries=[
+                LedgerEntry(
+                    account=e.account.value,
+                    order_id=order_id,
+                    party_id=e.party_id,
+                    amount=e.amount,
+                    currency=e.currency,
+                )
+                for e in entries
+            ],
         )
-    )
-    await session.execute(
-        insert(LedgerEntry),
-        [
-            {
-                "transaction_id": transaction_id,
-                "account": e.account.value,
-                "order_id": order_id,
-                "party_id": e.party_id,
-                "amount": e.amount,
-                "currency": e.currency,
-            }
-            for e in entries
-        ],
     )
     return transaction_id
 

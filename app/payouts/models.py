@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
 
@@ -19,6 +19,8 @@ class LedgerTransaction(Base):
     # What caused it (e.g. "order:o_1:capture:2"), unique so the same movement is never posted twice.
     reference: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Written with the transaction (the unit of work inserts it first); never loaded through here.
+    entries: Mapped[list[LedgerEntry]] = relationship(lazy="raise")
 
 
 class LedgerEntry(Base):

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import noload
 
 from app.auth import Actor, Role
 from app.db import dialect_insert, utcnow
@@ -180,7 +181,13 @@ async def grant_refund(
         return await _read_one(session, existing, actor)
     # The lock serializes every refund of this order: ten concurrent partial refunds that together
     # exceed the capture cannot all pass the check below.
-    order = await session.get(Order, data.order_id, with_for_update=True, populate_existing=True)
+    order = await session.scalar(
+        select(Order)
+        .where(Order.id == data.order_id)
+        .options(noload(Order.lines))  # the money is in the ledger; the lines are not needed here
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if order is None or not is_allowed(actor, order_resource(order), "read"):
         raise NotFound(f"order {data.order_id!r} does not exist")
     if data.amount is not None and data.amount.currency != order.currency:
@@ -212,7 +219,7 @@ async def grant_refund(
     if check_role:
         if bonus and actor.role == Role.SELLER:
             raise Forbidden("a bonus is the operator's money: a shop cannot grant one")
-        seller = await session.get(Seller, order.seller_id)
+        seller = await session.get(Seller, order.seller_id) if actor.role == Role.SELLER else None
         _check_role(
             actor,
             funded_by=data.funded_by,
@@ -438,34 +445,61 @@ def _retry_in(attempt: int) -> timedelta:
 
 async def record(
     sessions: async_sessionmaker[AsyncSession],
-    item: Claimed,
-    answer: ProviderRefund | PaymentProviderError,
+    answered: list[tuple[Claimed, ProviderRefund | PaymentProviderError]],
     *,
     now: datetime,
     on_settled: OnSettled | None,
-) -> str:
-    """Apply the provider's answer under the refund's row lock. Returns the refund's status after."""
+) -> list[str]:
+    """Apply the provider's answers of one pass in one transaction, under the refunds' row locks (taken
+    in id order, so two recorders never deadlock). Returns each refund's status after.
+
+    One transaction for the batch keeps the worker's database round trips per refund near one (ledger
+    rows, webhook rows and status updates are flushed together). If it fails, nothing of the batch is
+    recorded: the leases expire and the next pass asks the provider again, with the same keys."""
+    if not answered:
+        return []
     async with sessions() as session, session.begin():
-        refund = await session.get(Refund, item.refund_id, with_for_update=True, populate_existing=True)
-        if refund is None or refund.status != "pending" or refund.attempts != item.attempt:
-            return refund.status if refund is not None else "missing"  # settled meanwhile (webhook, other worker)
-        refund.updated_at = now
-        if isinstance(answer, PaymentProviderError):
-            if answer.transient and now - refund.created_at < GIVE_UP_AFTER:
-                refund.next_attempt_at = now + _retry_in(item.attempt)
-                refund.failure_reason = f"retrying: {answer}"[:500]
-                return "pending"
-            reason = str(answer) if not answer.transient else f"provider unreachable for 23 h: {answer}"
-            await _fail(session, refund, f"{answer.code or 'error'}: {reason}"[:500], now, on_settled)
-            return "failed"
-        refund.provider_ref = answer.id
-        if answer.status == "succeeded":
-            await _succeed(session, refund, now, on_settled)
-        elif answer.status in ("failed", "canceled"):
-            await _fail(session, refund, answer.failure_reason or answer.status, now, on_settled)
-        else:  # pending at the provider: look again shortly (or a webhook settles it first)
-            refund.next_attempt_at = now + PENDING_RECHECK
-        return refund.status
+        rows = await session.scalars(
+            select(Refund)
+            .where(Refund.id.in_([item.refund_id for item, _ in answered]))
+            .order_by(Refund.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        by_id = {refund.id: refund for refund in rows}
+        return [
+            await _record_one(session, by_id.get(item.refund_id), item, answer, now, on_settled)
+            for item, answer in answered
+        ]
+
+
+async def _record_one(
+    session: AsyncSession,
+    refund: Refund | None,
+    item: Claimed,
+    answer: ProviderRefund | PaymentProviderError,
+    now: datetime,
+    on_settled: OnSettled | None,
+) -> str:
+    if refund is None or refund.status != "pending" or refund.attempts != item.attempt:
+        return refund.status if refund is not None else "missing"  # settled meanwhile (webhook, other worker)
+    refund.updated_at = now
+    if isinstance(answer, PaymentProviderError):
+        if answer.transient and now - refund.created_at < GIVE_UP_AFTER:
+            refund.next_attempt_at = now + _retry_in(item.attempt)
+            refund.failure_reason = f"retrying: {answer}"[:500]
+            return "pending"
+        reason = str(answer) if not answer.transient else f"provider unreachable for 23 h: {answer}"
+        await _fail(session, refund, f"{answer.code or 'error'}: {reason}"[:500], now, on_settled)
+        return "failed"
+    refund.provider_ref = answer.id
+    if answer.status == "succeeded":
+        await _succeed(session, refund, now, on_settled)
+    elif answer.status in ("failed", "canceled"):
+        await _fail(session, refund, answer.failure_reason or answer.status, now, on_settled)
+    else:  # pending at the provider: look again shortly (or a webhook settles it first)
+        refund.next_attempt_at = now + PENDING_RECHECK
+    return refund.status
 
 
 async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_settled: OnSettled | None) -> None:
@@ -513,8 +547,7 @@ async def pay_due(
     """One worker pass over due refunds. Returns how many were sent to (or checked with) the provider."""
     claimed = await claim_due(sessions, now=now or utcnow(), batch=batch, lease=lease)
     answers: list[Any] = await asyncio.gather(*(ask_provider(gateway, item) for item in claimed))
-    for item, answer in zip(claimed, answers, strict=True):
-        await record(sessions, item, answer, now=now or utcnow(), on_settled=on_settled)
+    await record(sessions, list(zip(claimed, answers, strict=True)), now=now or utcnow(), on_settled=on_settled)
     return len(claimed)
 
 

@@ -180,6 +180,10 @@ async def list_deliveries(
 # --- the outbox -----------------------------------------------------------------------------------------
 
 
+ENDPOINTS_CACHE = "sav.webhook_endpoints"
+ENDPOINTS_CACHE_TXN = "sav.webhook_endpoints.transaction"
+
+
 async def enqueue(
     session: AsyncSession,
     *,
@@ -188,10 +192,17 @@ async def enqueue(
     event_id: str | None = None,
     now: datetime | None = None,
 ) -> int:
-    """One pending delivery per active endpoint subscribed to ``event_type``, in the caller's transaction."""
-    endpoints = (
-        await session.execute(select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.active))
-    ).all()
+    """One pending delivery per active endpoint subscribed to ``event_type``, in the caller's transaction.
+
+    The endpoints are read once per transaction (a worker announcing fifty refund outcomes asks once)."""
+    endpoints: list[tuple[str, list[str]]] | None = session.info.get(ENDPOINTS_CACHE)
+    if endpoints is None or session.info.get(ENDPOINTS_CACHE_TXN) is not session.get_transaction():
+        rows = await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.active)
+        )
+        endpoints = [(endpoint_id, list(types)) for endpoint_id, types in rows.all()]
+        session.info[ENDPOINTS_CACHE] = endpoints
+        session.info[ENDPOINTS_CACHE_TXN] = session.get_transaction()
     wanted = [endpoint_id for endpoint_id, types in endpoints if "*" in types or event_type in types]
     if not wanted:
         return 0
