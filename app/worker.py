@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.webhooks import service as webhooks
 
 logger = logging.getLogger("sav.worker")
+REFUND_BATCHES_PER_PASS = 20
 
 
 @dataclass
@@ -71,12 +72,20 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
                 await disputes.refund_settled(session, refund, now, settings)
 
             async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
-                return await refunds.pay_due(
-                    sessions,
-                    gateway=gateway,
-                    on_settled=on_settled,
-                    lease=timedelta(seconds=settings.refund_lease_seconds),
-                )
+                # A full batch means more are due: keep going (bounded, so other jobs get their turn)
+                # instead of waiting a poll interval between batches.
+                paid = 0
+                for _ in range(REFUND_BATCHES_PER_PASS):
+                    done = await refunds.pay_due(
+                        sessions,
+                        gateway=gateway,
+                        on_settled=on_settled,
+                        lease=timedelta(seconds=settings.refund_lease_seconds),
+                    )
+                    paid += done
+                    if done < refunds.BATCH:
+                        break
+                return paid
 
             jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
     return jobs

@@ -242,7 +242,7 @@ def main() -> None:
         "SAV_LOG_LEVEL": "WARNING",
         "SAV_STRIPE_API_KEY": STRIPE_KEY,
         "SAV_STRIPE_API_BASE": stripe_url,
-        "SAV_WORKER_POLL_SECONDS": "0.05",
+        "SAV_WORKER_POLL_SECONDS": "0.2",
     }
     workers: list[subprocess.Popen[bytes]] = []
     try:
