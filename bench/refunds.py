@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,28 +32,12 @@ import psycopg
 
 from bench.realtime import Poster
 from bench.threads_scale import ADMIN, ROOT, SECRET, Server, percentile, token
+from devtools.stripe_server.process import start as start_stripe_server
 
 STRIPE_KEY = "sk_test_bench_0123456789"
 SAV = str(Path(sys.executable).parent / "sav")
 ORDER_TOTAL = 5_000
 REFUND = 1_200
-
-
-def start_stripe_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.stripe_server", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "ready on " not in line:
-        raise RuntimeError(f"stripe server did not start: {line}")
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    return process, line.split("ready on ", 1)[1].strip()
 
 
 async def seed_orders(server: Server, stripe_url: str, prefix: str, count: int) -> list[str]:

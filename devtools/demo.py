@@ -13,38 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import httpx
 
 from app.demo import charge_id_of, order_totals
+from devtools.stripe_server import process as stripe_process
 
 API_KEY = "sk_test_local_demo_0000000000"
 WEBHOOK_SECRET = "whsec_local_demo_0000000000"
 # The demo dispute left in `resolving`: the bank takes its time with this refund (settle it yourself).
 SLOW_REFUND_ORDER = "ord-2007"
-
-
-def start_stripe_server(port: int, webhook_url: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.stripe_server", "--host", "127.0.0.1", "--port", str(port)],
-        env={
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "STRIPE_SERVER_WEBHOOK_URL": webhook_url,
-            "STRIPE_SERVER_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "ready on " not in line:
-        process.kill()
-        raise SystemExit(f"demo: the local Stripe server did not start:\n{line}{process.stdout.read()}")
-    threading.Thread(target=lambda: sys.stdout.writelines(process.stdout or []), daemon=True).start()
-    return process, line.split("ready on ", 1)[1].strip()
 
 
 def seed_charges(url: str) -> None:
@@ -70,7 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     demo = [sys.executable, "-m", "app.cli", "demo", "--host", args.host, "--port", str(args.port)]
     if os.environ.get("SAV_STRIPE_API_KEY"):
         os.execv(sys.executable, demo)
-    stripe_server, url = start_stripe_server(args.stripe_port, f"http://{args.host}:{args.port}/v1/webhooks/stripe")
+    try:
+        stripe_server, url = stripe_process.start(
+            port=args.stripe_port,
+            webhook_url=f"http://{args.host}:{args.port}/v1/webhooks/stripe",
+            webhook_secret=WEBHOOK_SECRET,
+            output=sys.stdout.write,
+        )
+    except stripe_process.NotStarted as exc:
+        raise SystemExit(f"demo: {exc}") from None
     try:
         seed_charges(url)
         print(

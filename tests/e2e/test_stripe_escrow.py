@@ -7,11 +7,24 @@ import time
 
 import pytest
 
-from app.payouts.escrow import PaymentProviderError
+from app.payouts.escrow import PaymentProviderError, ProviderRefund
 from app.payouts.stripe_escrow import StripeEscrow
 from tests.stripe_server.conftest import API_KEY, StripeServerProcess, stripe_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+
+
+async def card_refund(
+    escrow: StripeEscrow, charge_id: str, amount: int, key: str, metadata: dict[str, str]
+) -> ProviderRefund:
+    return await escrow.refund(
+        charge_id=charge_id,
+        payment_intent_id=None,
+        amount=amount,
+        currency="EUR",
+        idempotency_key=key,
+        metadata=metadata,
+    )
 
 
 @pytest.fixture
@@ -25,14 +38,7 @@ async def test_refund_by_charge_and_by_payment_intent_with_our_metadata(
     stripe_server: StripeServerProcess,  # noqa: F811
 ) -> None:
     charge = stripe_server.client().v1.charges.create(params={"amount": 2_000, "currency": "eur"})
-    made = await escrow.refund(
-        charge_id=charge.id,
-        payment_intent_id=None,
-        amount=700,
-        currency="EUR",
-        idempotency_key="rfd_a",
-        metadata={"refund_id": "rfd_a", "order_id": "o1"},
-    )
+    made = await card_refund(escrow, charge.id, 700, "rfd_a", {"refund_id": "rfd_a", "order_id": "o1"})
     assert (made.status, made.amount, made.currency) == ("succeeded", 700, "EUR")
     assert await escrow.retrieve_refund(made.id) == made
     at_stripe = stripe_server.client().v1.refunds.retrieve(made.id)
@@ -41,14 +47,7 @@ async def test_refund_by_charge_and_by_payment_intent_with_our_metadata(
         "requested_by_customer",
         {"refund_id": "rfd_a", "order_id": "o1"},
     )
-    again = await escrow.refund(
-        charge_id=charge.id,
-        payment_intent_id=None,
-        amount=700,
-        currency="EUR",
-        idempotency_key="rfd_a",
-        metadata={"refund_id": "rfd_a", "order_id": "o1"},
-    )
+    again = await card_refund(escrow, charge.id, 700, "rfd_a", {"refund_id": "rfd_a", "order_id": "o1"})
     assert again.id == made.id  # same key: Stripe's first answer, not a second refund
 
     by_intent = await escrow.refund(
@@ -69,14 +68,7 @@ async def test_provider_codes_are_kept_and_errors_classified(
 ) -> None:
     charge = stripe_server.client().v1.charges.create(params={"amount": 500, "currency": "eur"})
     with pytest.raises(PaymentProviderError) as too_large:
-        await escrow.refund(
-            charge_id=charge.id,
-            payment_intent_id=None,
-            amount=501,
-            currency="EUR",
-            idempotency_key="rfd_big",
-            metadata={},
-        )
+        await card_refund(escrow, charge.id, 501, "rfd_big", {})
     assert (too_large.value.code, too_large.value.transient) == ("amount_too_large", False)
 
     with pytest.raises(PaymentProviderError) as unknown:
@@ -86,29 +78,13 @@ async def test_provider_codes_are_kept_and_errors_classified(
     # 500s past the SDK's own retry: transient, worth trying again later with the same key.
     stripe_server.ctl("POST", "faults", path="/v1/refunds", mode="error_500", count=2)
     with pytest.raises(PaymentProviderError) as down:
-        await escrow.refund(
-            charge_id=charge.id,
-            payment_intent_id=None,
-            amount=100,
-            currency="EUR",
-            idempotency_key="rfd_down",
-            metadata={},
-        )
+        await card_refund(escrow, charge.id, 100, "rfd_down", {})
     assert down.value.transient
     assert stripe_server.ctl("GET", "refunds_total", charge=charge.id)["refunds"] == 0
 
-    made = await escrow.refund(
-        charge_id=charge.id, payment_intent_id=None, amount=100, currency="EUR", idempotency_key="rfd_ok", metadata={}
-    )
+    made = await card_refund(escrow, charge.id, 100, "rfd_ok", {})
     with pytest.raises(PaymentProviderError) as reused:  # our key for another amount: a bug, never retried
-        await escrow.refund(
-            charge_id=charge.id,
-            payment_intent_id=None,
-            amount=200,
-            currency="EUR",
-            idempotency_key="rfd_ok",
-            metadata={},
-        )
+        await card_refund(escrow, charge.id, 200, "rfd_ok", {})
     assert not reused.value.transient
     assert "same parameters" in str(reused.value)
     assert stripe_server.ctl("GET", "refunds_total", charge=charge.id)["amount_refunded"] == made.amount
@@ -156,9 +132,7 @@ async def test_balance_transactions_of_a_period_page_by_page(
     client = stripe_server.client()
     start = int(time.time()) - 5
     charge = client.v1.charges.create(params={"amount": 1_000, "currency": "eur"})
-    refund = await escrow.refund(
-        charge_id=charge.id, payment_intent_id=None, amount=250, currency="EUR", idempotency_key="rfd_e", metadata={}
-    )
+    refund = await card_refund(escrow, charge.id, 250, "rfd_e", {})
     client.v1.transfers.create(params={"amount": 600, "currency": "eur", "destination": "acct_shop1"})
     end = int(time.time()) + 5
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+
+from devtools.stripe_server.process import NotStarted, start
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk_test_local_0123456789"
@@ -53,23 +53,11 @@ class StripeServerProcess:
 
 @pytest.fixture(scope="session")
 def stripe_server() -> Iterator[StripeServerProcess]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("STRIPE_SERVER_WEBHOOK_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.stripe_server", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # the one "ready" line (or the traceback's first line)
-    if "ready on " not in line:
-        process.kill()
-        pytest.fail(f"stripe_server did not start: {line}{process.stdout.read()}")
-    threading.Thread(target=process.stdout.read, daemon=True).start()  # keep draining its output
-    server = StripeServerProcess(url=line.split("ready on ", 1)[1].strip(), process=process)
+    try:
+        process, url = start()
+    except NotStarted as exc:
+        pytest.fail(str(exc))
+    server = StripeServerProcess(url=url, process=process)
     try:
         yield server
     finally:
