@@ -535,6 +535,33 @@ async def _fail(
         await on_settled(session, refund, now)
 
 
+async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str, now: datetime) -> None:
+    """Undo both the issue and the payment: the provider's balance has the money again, the shop's escrow
+    or the operator's goodwill gets its part back, and the order's ``refundable`` grows again. The
+    dispute, already resolved, is left as it is; operators see the ``refund.failed`` event."""
+    refund.status = "failed"
+    refund.failure_reason = f"failed after it succeeded: {reason}"[:500]
+    refund.updated_at = now
+    issued = await ledger.entries_of(session, f"refund:{refund.id}:issued")
+    paid = await ledger.entries_of(session, f"refund:{refund.id}:paid")
+    await ledger.post(
+        session,
+        kind=TransactionKind.REFUND_REVERSED,
+        reference=f"refund:{refund.id}:reversed",
+        entries=_net(reversal_entries(issued) + reversal_entries(paid)),
+        order_id=refund.order_id,
+    )
+    await _announce(session, refund, now)
+
+
+def _net(entries: list[Entry]) -> list[Entry]:
+    """Merge entries on the same account, party and currency; drop those that cancel out."""
+    sums: dict[tuple[Account, str, str | None], int] = {}
+    for e in entries:
+        sums[(e.account, e.currency, e.party_id)] = sums.get((e.account, e.currency, e.party_id), 0) + e.amount
+    return [Entry(account, amount, currency, party) for (account, currency, party), amount in sums.items() if amount]
+
+
 async def pay_due(
     sessions: async_sessionmaker[AsyncSession],
     *,
@@ -580,6 +607,10 @@ async def apply_provider_event(
         .with_for_update()
     )
     if ours is not None:
+        if ours.status == "succeeded" and found.status == "failed":
+            # Stripe can fail a refund after it succeeded (the card was closed): the money came back.
+            await _fail_after_success(session, ours, found.failure_reason or "failed", now)
+            return "applied"
         if ours.status != "pending":
             return "ignored"  # already settled by the worker or an earlier event
         ours.provider_ref = found.id

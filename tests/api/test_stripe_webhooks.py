@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 
 from app.settings import Settings
 from tests.api.test_disputes import Case
-from tests.api.test_refunds import grant, order_money, pay
+from tests.api.test_refunds import grant, ledger_is_balanced, order_money, pay
 from tests.conftest import Tokens, World, make_settings, money
 from tests.fakes import FakeEscrow
 
@@ -140,3 +140,38 @@ def test_a_failed_event_reverses_and_a_dashboard_refund_is_imported(
     unknown = {**dashboard, "id": f"evt_{uuid.uuid4().hex[:24]}"}
     unknown["data"] = {"object": {**dashboard["data"]["object"], "id": "ch_not_ours"}}
     assert send(client, unknown).json()["outcome"] == "ignored"
+
+
+def test_a_refund_that_fails_after_it_succeeded_gives_the_money_back(
+    hooked: tuple[TestClient[Any], Settings], auth: Tokens, world: World
+) -> None:
+    client, settings = hooked
+    case = Case(client, auth, world)
+    escrow = FakeEscrow()
+    refund = grant(
+        client,
+        case.arbitrator,
+        order_id=case.order_id,
+        kind="partial",
+        amount=money(2_000),
+        funded_by="split",
+        seller_share=money(1_500),
+    )
+    pay(settings, escrow)
+    paid = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
+    assert paid["status"] == "succeeded"
+    assert order_money(client, case) == (2_000, 3_000)
+
+    later = refund_event(
+        "refund.failed",
+        {"id": paid["provider_ref"], "amount": 2_000, "status": "failed", "failure_reason": "expired_or_canceled_card"},
+    )
+    assert send(client, later).json()["outcome"] == "applied"
+    assert send(client, {**later}).json()["outcome"] == "duplicate"
+    after = client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.agent).json()
+    assert after["status"] == "failed"
+    assert after["failure_reason"] == "failed after it succeeded: expired_or_canceled_card"
+    assert order_money(client, case) == (0, 5_000)  # refundable again, shop and operator parts returned
+    assert ledger_is_balanced(settings)
+    again = refund_event("refund.failed", {"id": paid["provider_ref"], "amount": 2_000, "status": "failed"})
+    assert send(client, again).json()["outcome"] == "ignored"  # another event id, same news: once only
