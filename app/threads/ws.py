@@ -7,7 +7,10 @@
   its watchers, not to all connections.
 - Resume: ``{"type": "resume", "after_event_id": N}`` replays the visible events after N from the
   database, in order, then continues with live ones; ids already sent are skipped, so the seam has
-  neither gap nor duplicate.
+  neither gap nor duplicate. Live events wait up to ``RESUME_GRACE`` after ``ready`` for the client's
+  first frame, so a reconnecting client's resume is served before any live event (an event committed
+  just before the reconnect must come after the ones it missed, not ahead of them). ``?after_event_id=N``
+  on the URL resumes at once, with no wait.
 - Back-pressure: each connection has a bounded queue; a consumer too slow to keep it from filling is
   closed with code 4429 and resumes from its last event id. Nobody else waits for it.
 """
@@ -43,6 +46,8 @@ REPLAY_PAGE = 500
 # meantime are numbered and fanned out together (one sequencer transaction for many events).
 BATCH_WINDOW = 0.003
 AUTH_TIMEOUT = 10.0
+# How long live events are held after `ready` while the client may still send its resume frame.
+RESUME_GRACE = 0.5
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4429
 CLOSE_BAD_FRAME = 4400
@@ -58,6 +63,8 @@ class Connection:
     # Set when the queue overflowed: the handler then drops what is queued and closes with 4429. Closing
     # from outside the sender matters: the sender may be stuck writing to a client that reads nothing.
     too_slow: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by the first frame the client sends after `ready` (a resume is queued before it is set).
+    spoke: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Hub:
@@ -255,6 +262,9 @@ async def _replay(connection: Connection, engine: AsyncEngine, after: int) -> No
 
 
 async def _send_live(connection: Connection, engine: AsyncEngine, resume: asyncio.Queue[int]) -> None:
+    if resume.empty():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.spoke.wait(), RESUME_GRACE)
     while True:
         item = await connection.queue.get()
         while not resume.empty():
@@ -286,6 +296,7 @@ async def _receive(connection: Connection, resume: asyncio.Queue[int]) -> None:
                 connection.queue.put_nowait((-1, b""))
         elif isinstance(frame, PingFrame):
             await connection.socket.send_json({"type": "pong"})
+        connection.spoke.set()
 
 
 @websocket("/v1/ws", opt={"exclude_from_auth": True})
@@ -300,8 +311,15 @@ async def events_socket(socket: WebSocket[Any, Any, Any]) -> None:
     connection.last_sent = hub.last_id
     hub.add(connection)
     resume: asyncio.Queue[int] = asyncio.Queue()
+    after = socket.query_params.get("after_event_id")
     try:
         await socket.send_json({"type": "ready", "last_event_id": hub.last_id})
+        if after is not None and after.isdigit():
+            resume.put_nowait(int(after))
+            connection.queue.put_nowait((-1, b""))  # wake the sender: it replays before anything live
+        elif after is not None:
+            detail = f"after_event_id must be a non-negative integer, not {after!r}"
+            await socket.send_json({"type": "error", "code": "validation_error", "detail": detail})
         sender = asyncio.create_task(_send_live(connection, hub.engine, resume))
         receiver = asyncio.create_task(_receive(connection, resume))
         too_slow = asyncio.create_task(connection.too_slow.wait())

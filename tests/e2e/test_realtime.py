@@ -22,11 +22,16 @@ def token_of(headers: dict[str, str]) -> str:
     return headers["Authorization"].removeprefix("Bearer ")
 
 
-async def open_socket(service: Service, headers: dict[str, str], *, resume: int | None = None) -> ClientConnection:
-    ws = await connect(f"{service.ws_url}?token={token_of(headers)}", max_size=2**22)
+async def open_socket(
+    service: Service, headers: dict[str, str], *, resume: int | None = None, resume_in_url: bool = False
+) -> ClientConnection:
+    url = f"{service.ws_url}?token={token_of(headers)}"
+    if resume is not None and resume_in_url:
+        url += f"&after_event_id={resume}"
+    ws = await connect(url, max_size=2**22)
     ready = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert ready["type"] == "ready"
-    if resume is not None:
+    if resume is not None and not resume_in_url:
         await ws.send(json.dumps({"type": "resume", "after_event_id": resume}))
     return ws
 
@@ -139,8 +144,9 @@ async def test_private_thread_events_stay_private(service: Service, shop_world: 
         await seller_ws.close()
 
 
+@pytest.mark.parametrize("resume_in_url", [False, True], ids=["resume-frame", "resume-in-url"])
 async def test_resume_replays_what_was_missed_then_goes_live_without_gap_or_duplicate(
-    service: Service, shop_world: dict[str, Any]
+    service: Service, shop_world: dict[str, Any], resume_in_url: bool
 ) -> None:
     w = shop_world
     thread = await asyncio.to_thread(open_thread, service, w["buyer"], audience="tripartite", order_id=w["order"])
@@ -155,7 +161,7 @@ async def test_resume_replays_what_was_missed_then_goes_live_without_gap_or_dupl
     for text in ("two", "three", "four"):
         await asyncio.to_thread(post, service, w["seller"], thread["thread_id"], text)
 
-    ws = await open_socket(service, w["buyer"], resume=first["event_id"])
+    ws = await open_socket(service, w["buyer"], resume=first["event_id"], resume_in_url=resume_in_url)
     try:
         # And one more while the replay is happening.
         live = asyncio.create_task(asyncio.to_thread(post, service, w["seller"], thread["thread_id"], "five"))
@@ -241,3 +247,16 @@ async def test_auth_by_first_frame(service: Service, shop_world: dict[str, Any])
 
 def test_plain_http_get_on_the_socket_path_is_refused(service: Service) -> None:
     assert httpx.get(service.url + "/v1/ws").status_code in (400, 404, 405, 426)
+
+
+async def test_a_malformed_after_event_id_is_answered_with_an_error(
+    service: Service, shop_world: dict[str, Any]
+) -> None:
+    ws = await connect(f"{service.ws_url}?token={token_of(shop_world['buyer'])}&after_event_id=abc")
+    try:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "ready"
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert (error["type"], error["code"]) == ("error", "validation_error")
+        assert "after_event_id" in error["detail"]
+    finally:
+        await ws.close()
