@@ -10,6 +10,7 @@ records the outcome under the row lock (a ``refund_paid`` transaction has a uniq
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from app.threads import service as threads
 from app.threads.models import Thread
 from app.threads.schemas import MessageCreate
 from app.webhooks import service as webhooks
+
+logger = logging.getLogger("sav.refunds")
 
 LEASE = timedelta(seconds=60)
 # Stripe keeps idempotency keys 24 h: past that, a retry could pay a second time, so we stop before.
@@ -454,10 +457,34 @@ async def record(
     in id order, so two recorders never deadlock). Returns each refund's status after.
 
     One transaction for the batch keeps the worker's database round trips per refund near one (ledger
-    rows, webhook rows and status updates are flushed together). If it fails, nothing of the batch is
-    recorded: the leases expire and the next pass asks the provider again, with the same keys."""
+    rows, webhook rows and status updates are flushed together). If it fails, each answer is recorded
+    again in its own transaction, so one refund that cannot be recorded does not hold back the others;
+    that one stays pending, its lease expires, and the next pass asks the provider again with its key."""
     if not answered:
         return []
+    try:
+        return await _record_together(sessions, answered, now=now, on_settled=on_settled)
+    except Exception:
+        if len(answered) == 1:
+            raise
+        logger.exception("recording %d refund outcomes together failed; recording them one by one", len(answered))
+    statuses = []
+    for pair in answered:
+        try:
+            statuses += await _record_together(sessions, [pair], now=now, on_settled=on_settled)
+        except Exception:
+            logger.exception("recording the outcome of refund %s failed", pair[0].refund_id)
+            statuses.append("pending")
+    return statuses
+
+
+async def _record_together(
+    sessions: async_sessionmaker[AsyncSession],
+    answered: list[tuple[Claimed, ProviderRefund | PaymentProviderError]],
+    *,
+    now: datetime,
+    on_settled: OnSettled | None,
+) -> list[str]:
     async with sessions() as session, session.begin():
         rows = await session.scalars(
             select(Refund)

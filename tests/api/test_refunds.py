@@ -424,3 +424,42 @@ def test_refund_outcomes_are_announced_to_the_marketplace(
         assert sent[credited["refund_id"]]["data"]["kind"] == "credit"
     finally:
         deactivate_all(client, admin)
+
+
+def test_a_refund_that_cannot_be_recorded_does_not_hold_back_the_others(
+    client: TestClient[Any], settings: Settings, case: Case
+) -> None:
+    escrow = FakeEscrow()
+    stuck = grant(
+        client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_000), funded_by="operator"
+    )
+    fine = grant(
+        client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(500), funded_by="operator"
+    )
+
+    async def run(later: timedelta, poisoned: str | None) -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+            async def on_settled(session: Any, refund: Any, now: Any) -> None:
+                if refund.id == poisoned:
+                    raise RuntimeError("cannot record this one")
+
+            await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run(timedelta(0), stuck["refund_id"]))
+    status = {
+        r: client.get(f"/v1/refunds/{r}", headers=case.agent).json()["status"]
+        for r in (stuck["refund_id"], fine["refund_id"])
+    }
+    assert status == {stuck["refund_id"]: "pending", fine["refund_id"]: "succeeded"}
+    assert order_money(client, case) == (1_500, 3_500)  # the stuck one is still owed, still counted
+    asyncio.run(run(timedelta(minutes=2), None))  # its lease expired: asked again, with the same key
+    assert client.get(f"/v1/refunds/{stuck['refund_id']}", headers=case.agent).json()["status"] == "succeeded"
+    assert escrow.calls.count(stuck["refund_id"]) == 2
+    assert escrow.total >= 1_500
+    assert len({escrow.refunds[stuck["refund_id"]].id, escrow.refunds[fine["refund_id"]].id}) == 2
+    assert ledger_is_balanced(settings)
