@@ -119,6 +119,20 @@ def reversal_entries(issued: list[Entry]) -> list[Entry]:
     return [Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued]
 
 
+def late_failure_entries(issued: list[Entry], paid: list[Entry]) -> list[Entry]:
+    """The provider failed a refund after it had succeeded: the opposite of both the issue and the payment
+    (the money is back on the provider balance, the shop's escrow and the goodwill get their parts back)."""
+    return _net(reversal_entries(issued) + reversal_entries(paid))
+
+
+def _net(entries: list[Entry]) -> list[Entry]:
+    """Merge entries on the same account, party and currency; drop those that cancel out."""
+    sums: dict[tuple[Account, str, str | None], int] = {}
+    for e in entries:
+        sums[(e.account, e.currency, e.party_id)] = sums.get((e.account, e.currency, e.party_id), 0) + e.amount
+    return [Entry(account, amount, currency, party) for (account, currency, party), amount in sums.items() if amount]
+
+
 # --- granting -------------------------------------------------------------------------------------------
 
 
@@ -575,18 +589,10 @@ async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str
         session,
         kind=TransactionKind.REFUND_REVERSED,
         reference=f"refund:{refund.id}:reversed",
-        entries=_net(reversal_entries(issued) + reversal_entries(paid)),
+        entries=late_failure_entries(issued, paid),
         order_id=refund.order_id,
     )
     await _announce(session, refund, now)
-
-
-def _net(entries: list[Entry]) -> list[Entry]:
-    """Merge entries on the same account, party and currency; drop those that cancel out."""
-    sums: dict[tuple[Account, str, str | None], int] = {}
-    for e in entries:
-        sums[(e.account, e.currency, e.party_id)] = sums.get((e.account, e.currency, e.party_id), 0) + e.amount
-    return [Entry(account, amount, currency, party) for (account, currency, party), amount in sums.items() if amount]
 
 
 async def pay_due(

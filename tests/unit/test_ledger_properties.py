@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.payouts.ledger import Account, Entry, check_balanced
-from app.payouts.refunds import issue_entries, paid_entries, reversal_entries
+from app.payouts.refunds import issue_entries, late_failure_entries, paid_entries, reversal_entries
 
 # (operation, amount, share of it the seller funds in percent, outcome of the provider)
 operations = st.lists(
@@ -17,7 +17,7 @@ operations = st.lists(
         st.sampled_from(["refund", "recapture"]),
         st.integers(min_value=1, max_value=100_000),
         st.integers(min_value=0, max_value=100),
-        st.sampled_from(["paid", "reversed", "pending"]),
+        st.sampled_from(["paid", "reversed", "pending", "paid_then_failed"]),
     ),
     max_size=40,
 )
@@ -70,6 +70,10 @@ def test_random_operations_keep_the_ledger_sound(total: int, ops: list[tuple[str
         book.post("issued", issued)
         if outcome == "paid":
             book.post("paid", paid_entries(amount, "EUR"))
+        elif outcome == "paid_then_failed":  # Stripe fails it after it succeeded (a closed card)
+            paid_out = paid_entries(amount, "EUR")
+            book.post("paid", paid_out)
+            book.post("reversed", late_failure_entries(issued, paid_out))
         elif outcome == "reversed":
             book.post("reversed", reversal_entries(issued))
         else:
@@ -82,11 +86,11 @@ def test_random_operations_keep_the_ledger_sound(total: int, ops: list[tuple[str
     assert all(total == 0 for total in totals.values())  # the whole book balances
     assert 0 <= book.refunded() <= book.captured  # never more refunded than captured
     assert -book.balance(Account.REFUNDS_IN_FLIGHT) == in_flight_expected  # owed = issued, not yet paid
-    # What left the provider balance is exactly what was paid out.
+    # What left the provider balance is exactly what was paid out and not given back.
     paid = sum(
         -e.amount
         for kind, es in book.transactions
-        if kind == "paid"
+        if kind in ("paid", "reversed")
         for e in es
         if e.account == Account.PROVIDER_BALANCE
     )
