@@ -47,4 +47,4 @@ bench: $(VENV)/.synced
 	$(BIN)/python -m bench.run --help
 
 clean:
-	rm -rf $(VENV) .uv .pytest_cache .mypy_cache .ruff_cache sav.db sav.db-*
+	rm -rf $(VENV) .uv .pytest_cache .mypy_cache .ruff_cache sav.db sav.db-* demo.db demo.db-*

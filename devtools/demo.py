@@ -2,8 +2,10 @@
 end to end through the real Stripe adapter, offline.
 
 The Stripe server gets a charge for every demo order (the ids the seeded orders carry) and sends its
-signed webhooks to the demo API. With ``SAV_STRIPE_API_KEY`` already set (your own Stripe test account),
-the local server is not started and ``sav demo`` runs as it is.
+signed webhooks to the demo API. It keeps its state in memory, so the demo starts from a fresh database
+too (``./demo.db``, recreated on every run) unless ``SAV_DATABASE_URL`` names one. With
+``SAV_STRIPE_API_KEY`` already set (your own Stripe test account), the local server is not started and
+``sav demo`` runs as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -23,6 +26,7 @@ API_KEY = "sk_test_local_demo_0000000000"
 WEBHOOK_SECRET = "whsec_local_demo_0000000000"
 # The demo dispute left in `resolving`: the bank takes its time with this refund (settle it yourself).
 SLOW_REFUND_ORDER = "ord-2007"
+DEMO_DATABASE = Path("demo.db")
 
 
 def seed_charges(url: str) -> None:
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         env = {
             **os.environ,
+            "SAV_DATABASE_URL": os.environ.get("SAV_DATABASE_URL") or fresh_demo_database(),
             "SAV_STRIPE_API_KEY": API_KEY,
             "SAV_STRIPE_API_BASE": url,
             "SAV_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -81,6 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     finally:
         stop(stripe_server)
+
+
+def fresh_demo_database() -> str:
+    """A new SQLite file: refunds recorded against an earlier run's (forgotten) Stripe state would fail."""
+    for leftover in (DEMO_DATABASE, Path(f"{DEMO_DATABASE}-wal"), Path(f"{DEMO_DATABASE}-shm")):
+        leftover.unlink(missing_ok=True)
+    return f"sqlite+aiosqlite:///./{DEMO_DATABASE}"
 
 
 def _interrupt(signum: int, frame: object) -> None:
