@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from app.auth import Actor, Role
 from app.db import utcnow
@@ -137,15 +139,34 @@ def _apply(order: Order, wanted: dict[str, Any]) -> None:
 
 
 async def get_order(session: AsyncSession, *, actor: Actor, order_id: str, escrow_hold_seconds: int) -> OrderRead:
-    order = await session.get(Order, order_id)
-    if order is None:
+    # One statement: the order, its lines and its money (two ledger subqueries).
+    captured, refunded = payouts.money_columns(Order.id)
+    row = (
+        (
+            await session.execute(
+                select(Order, captured, refunded).where(Order.id == order_id).options(joinedload(Order.lines))
+            )
+        )
+        .unique()
+        .first()
+    )
+    if row is None:
         raise NotFound(f"order {order_id!r} does not exist")
+    order = row[0]
     authorize(actor, resource_of(order), "read", label="order", resource_id=order_id)
-    return await _read(session, order, actor, escrow_hold_seconds)
+    money = payouts.OrderMoney(captured=int(row[1]), refunded=int(row[2]))
+    return await _read(session, order, actor, escrow_hold_seconds, money)
 
 
-async def _read(session: AsyncSession, order: Order, actor: Actor, escrow_hold_seconds: int) -> OrderRead:
-    money = await payouts.order_money(session, order_id=order.id)
+async def _read(
+    session: AsyncSession,
+    order: Order,
+    actor: Actor,
+    escrow_hold_seconds: int,
+    money: payouts.OrderMoney | None = None,
+) -> OrderRead:
+    if money is None:
+        money = await payouts.order_money(session, order_id=order.id)
     cur = order.currency
     is_buyer = actor.role == Role.BUYER
     release_at = (

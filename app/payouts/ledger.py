@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -110,17 +110,6 @@ async def post(
         )
     )
     return transaction_id
-
-
-async def order_balances(session: AsyncSession, order_id: str) -> dict[tuple[str, str], int]:
-    """Sum of the order's entries per (account, transaction kind) (debit positive, credit negative)."""
-    rows = await session.execute(
-        select(LedgerEntry.account, LedgerTransaction.kind, func.sum(LedgerEntry.amount))
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerEntry.order_id == order_id)
-        .group_by(LedgerEntry.account, LedgerTransaction.kind)
-    )
-    return {(account, kind): int(total) for account, kind, total in rows.all()}
 
 
 async def entries_of(session: AsyncSession, reference: str) -> list[Entry]:

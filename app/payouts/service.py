@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.payouts import ledger
 from app.payouts.ledger import Account, Entry, TransactionKind
+from app.payouts.models import LedgerEntry, LedgerTransaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +76,32 @@ COMPENSATION_KINDS = (
 )
 
 
+def money_columns(order_id: Any) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    """Captured and refunded for ``order_id`` (a value or a correlated column) as two SQL scalar
+    subqueries over the ledger, so a read can fetch an order and its money in one statement.
+
+    Captured: what the buyer paid into escrow. Refunded: compensation granted (refunds paid or in flight,
+    credit notes, promo codes), minus refunds the provider refused."""
+
+    def total(accounts: tuple[Account, ...], kinds: tuple[TransactionKind, ...], sign: int) -> ScalarSelect[Any]:
+        return (
+            select(sign * func.coalesce(func.sum(LedgerEntry.amount), 0))
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(
+                LedgerEntry.order_id == order_id,
+                LedgerEntry.account.in_([a.value for a in accounts]),
+                LedgerTransaction.kind.in_([k.value for k in kinds]),
+            )
+            .scalar_subquery()
+        )
+
+    captured = total((Account.ESCROW,), (TransactionKind.CAPTURE, TransactionKind.CAPTURE_ADJUSTMENT), -1)
+    refunded = total((Account.ESCROW, Account.PLATFORM_GOODWILL), COMPENSATION_KINDS, 1)
+    return captured, refunded
+
+
 async def order_money(session: AsyncSession, *, order_id: str) -> OrderMoney:
-    """Captured: what the buyer paid into escrow. Refunded: compensation granted (refunds paid or in flight,
-    credit notes, promo codes), minus refunds the provider refused. Both read from the ledger."""
-    sums = await ledger.order_balances(session, order_id)
-    escrow = Account.ESCROW.value
-    captured = -(
-        sums.get((escrow, TransactionKind.CAPTURE), 0) + sums.get((escrow, TransactionKind.CAPTURE_ADJUSTMENT), 0)
-    )
-    refunded = sum(
-        sums.get((account.value, kind.value), 0)
-        for account in (Account.ESCROW, Account.PLATFORM_GOODWILL)
-        for kind in COMPENSATION_KINDS
-    )
-    return OrderMoney(captured=captured, refunded=refunded)
+    """An order's money, read from the ledger (see ``money_columns``)."""
+    captured, refunded = money_columns(order_id)
+    row = (await session.execute(select(captured, refunded))).one()
+    return OrderMoney(captured=int(row[0]), refunded=int(row[1]))
