@@ -49,7 +49,9 @@ class Actor(msgspec.Struct, frozen=True):
         return self.role in OPERATOR_STAFF
 
 
-SYSTEM_ACTOR = Actor(id="system", role=Role.SYSTEM, name="System")
+# The service itself: timers, workers, and the author of the messages it writes (a promo code to its
+# buyer). Shown to readers by this name, with the role "system"; never a made-up member of staff.
+SYSTEM_ACTOR = Actor(id="system", role=Role.SYSTEM, name="Marketplace after-sales")
 
 
 class TokenDecoder:

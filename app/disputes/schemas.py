@@ -197,7 +197,7 @@ class DisputeRead(msgspec.Struct, kw_only=True):
 
 
 class EventActor(msgspec.Struct, kw_only=True):
-    id: str
+    id: str | None  # null where the caller may not see staff ids (app/permissions/disclosure.py)
     role: str
     name: str
 

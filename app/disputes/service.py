@@ -52,14 +52,15 @@ from app.payouts import refunds
 from app.payouts import service as payouts
 from app.payouts.models import Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
-from app.permissions.enforcer import Resource, is_allowed
+from app.permissions import disclosure
+from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.permissions.visibility import visible_resources
 from app.schemas import Page, decode_cursor, encode_cursor
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.threads import service as threads
-from app.threads.models import Thread
-from app.threads.schemas import Audience, MessageCreate
+from app.threads.rules import clean_body
+from app.threads.schemas import Audience
 from app.webhooks import service as webhooks
 
 CRITICAL_REASONS = frozenset({"not_received", "damaged", "wrong_item"})
@@ -128,11 +129,13 @@ def _overdue(dispute: Dispute, now: datetime, settings: Settings) -> bool:
 
 
 def to_read(
-    dispute: Dispute, lines: list[DisputeLineIn], actor: Actor | None, settings: Settings, now: datetime
+    dispute: Dispute, lines: list[DisputeLineIn], actor: Actor, settings: Settings, now: datetime
 ) -> DisputeRead:
+    """The dispute as this caller may see it: the parts the policy keeps from it are left out."""
     status = Status(dispute.status)
     timing = timing_of(settings)
-    allowed = workflow.allowed_actions(state_of(dispute), caller_of(actor), now, timing) if actor is not None else []
+    allowed = workflow.allowed_actions(state_of(dispute), caller_of(actor), now, timing)
+    view = disclosure.view_of(actor, buyer_id=dispute.buyer_id, seller_id=dispute.seller_id)
     reopen_until = (
         dispute.resolved_at + timedelta(seconds=settings.reopen_window_seconds)
         if status == Status.RESOLVED and dispute.resolved_at is not None
@@ -148,10 +151,10 @@ def to_read(
         reason=dispute.reason,
         requested=dispute.requested,
         amount=Money(dispute.amount, dispute.currency),
-        offer=dispute.offer,
-        resolution=dispute.resolution,
+        offer=disclosure.terms(view, dispute.offer),
+        resolution=disclosure.terms(view, dispute.resolution),
         priority="critical" if dispute.priority == "critical" else "standard",
-        assignee_id=dispute.assignee_id,
+        assignee_id=disclosure.assignee_id(view, dispute.assignee_id),
         thread_id=dispute.thread_id,
         lines=lines,
         next_action_by=workflow.next_action_by(status),
@@ -216,6 +219,9 @@ async def list_disputes(
     assignee_id: str | None,
     order_id: str | None,
 ) -> Page[DisputeRead]:
+    if assignee_id is not None and not may_ever(actor, "staff_ids", "read"):
+        # Filtering by a staff id would tell who holds which dispute: the same rule as showing it.
+        raise Forbidden("you may not filter disputes by assignee_id")
     query = select(Dispute).where(_visible(actor))
     for column, value in (
         (Dispute.status, status),
@@ -302,7 +308,8 @@ async def queue(
 async def list_events(
     session: AsyncSession, *, actor: Actor, dispute_id: str, limit: int, cursor: str | None
 ) -> Page[DisputeEventRead]:
-    await _load(session, actor, dispute_id)
+    dispute = await _load(session, actor, dispute_id)
+    view = disclosure.view_of(actor, buyer_id=dispute.buyer_id, seller_id=dispute.seller_id)
     query = select(DisputeEvent).where(DisputeEvent.dispute_id == dispute_id)
     if cursor is not None:
         (after,) = decode_cursor(cursor, (int,))
@@ -313,11 +320,13 @@ async def list_events(
     items = [
         DisputeEventRead(
             event_id=e.id,
-            actor=EventActor(id=e.actor_id, role=e.actor_role, name=e.actor_name),
+            actor=EventActor(
+                id=disclosure.staff_id(view, e.actor_role, e.actor_id), role=e.actor_role, name=e.actor_name
+            ),
             action=e.action,
             from_status=e.from_status,
             to_status=e.to_status,
-            data=e.data,
+            data=disclosure.audit_data(view, e.action, e.actor_role, e.data),
             at=e.at,
         )
         for e in rows
@@ -491,7 +500,7 @@ async def act(
         raise BusinessRuleViolation(str(exc), code=exc.code) from None
 
     if isinstance(body, RequestInfo):
-        await _ask(session, dispute, actor, body)
+        payload = await _ask(session, dispute, actor, body)
     await _apply_change(
         session,
         dispute,
@@ -593,26 +602,24 @@ async def _check_resolution(session: AsyncSession, dispute: Dispute, resolution:
     return {k: v for k, v in out.items() if v is not None}
 
 
-async def _ask(session: AsyncSession, dispute: Dispute, actor: Actor, body: RequestInfo) -> None:
-    """Post the question in the dispute's private thread with that party, opening it the first time."""
+async def _ask(session: AsyncSession, dispute: Dispute, actor: Actor, body: RequestInfo) -> dict[str, Any]:
+    """Post the question in the dispute's private thread with that party, opening it the first time.
+
+    Returns the audit data: a reference to the message, never its text (the timeline is read by the
+    other party and finance, who may not read that thread)."""
     audience = Audience.OPERATOR_SELLER if body.party == "seller" else Audience.OPERATOR_BUYER
-    existing = await session.scalar(
-        select(Thread.id).where(Thread.dispute_id == dispute.id, Thread.audience == audience.value).limit(1)
-    )
-    if existing is not None:
-        await threads.post_message(session, actor=actor, thread_id=existing, data=MessageCreate(body=body.question))
-        return
-    await threads.create_thread(
+    message = await threads.post_to_party(
         session,
         actor=actor,
-        audience=audience,
-        subject=f"Question about dispute {dispute.id}",
-        body=body.question,
+        dispute_id=dispute.id,
         order_id=dispute.order_id,
+        audience=audience,
         buyer_id=dispute.buyer_id if body.party == "buyer" else None,
         seller_id=dispute.seller_id if body.party == "seller" else None,
-        dispute_id=dispute.id,
+        subject=f"Question about dispute {dispute.id}",
+        body=clean_body(body.question, field="question"),
     )
+    return {"party": body.party, "thread_id": message.thread_id, "message_id": message.message_id}
 
 
 async def _apply_change(

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import noload
 
-from app.auth import Actor, Role
+from app.auth import SYSTEM_ACTOR, Actor, Role
 from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
 from app.money import Money
@@ -33,13 +34,13 @@ from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
-from app.permissions.enforcer import Resource, is_allowed
+from app.permissions import disclosure
+from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.schemas import Page, decode_cursor, encode_cursor
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.threads import service as threads
-from app.threads.models import Thread
-from app.threads.schemas import MessageCreate
+from app.threads.schemas import Audience
 from app.webhooks import service as webhooks
 
 logger = logging.getLogger("sav.refunds")
@@ -284,7 +285,7 @@ async def grant_refund(
         if data.dispute_id is not None:
             await _tell_buyer(session, data.dispute_id, promo)
         await _announce(session, refund, now)
-        return _read(refund, promo_code=promo.code)
+        return await _read_one(session, refund, actor)  # a shop granting it does not see the code either
     await ledger.post(
         session,
         kind=TransactionKind.REFUND_ISSUED,
@@ -295,28 +296,44 @@ async def grant_refund(
     return _read(refund)
 
 
-AFTER_SALES = Actor(id="sav", role=Role.AGENT, name="Service après-vente")
-
-
 async def _tell_buyer(session: AsyncSession, dispute_id: str, promo: PromoCode) -> None:
-    """Post the code to the buyer in the dispute's thread, where the conversation about it happens."""
-    thread_id = await session.scalar(
-        select(Thread.id).where(Thread.dispute_id == dispute_id, Thread.audience == "tripartite").limit(1)
-    )
-    if thread_id is None:
-        return
+    """Post the code to the buyer where only the buyer and operator staff read: the dispute's
+    ``operator_buyer`` thread (opened if needed), never the thread the shop shares. The code is a bearer
+    secret. The author is the service itself (role ``system``), not a member of staff."""
+    refund = await session.get(Refund, promo.refund_id)
+    assert refund is not None  # flushed just before, in this transaction
     value = f"{promo.amount / 100:.2f} {promo.currency}"
     body = (
         f"Your promo code {promo.code} is worth {value} on your next order, "
         f"until {promo.expires_at:%Y-%m-%d}. It can be used once, by you only."
     )
-    await threads.post_message(session, actor=AFTER_SALES, thread_id=thread_id, data=MessageCreate(body=body))
+    await threads.post_to_party(
+        session,
+        actor=SYSTEM_ACTOR,
+        dispute_id=dispute_id,
+        order_id=refund.order_id,
+        audience=Audience.OPERATOR_BUYER,
+        buyer_id=promo.buyer_id,
+        seller_id=None,
+        subject=f"Your compensation for dispute {dispute_id}",
+        body=body,
+    )
 
 
 async def _read_one(session: AsyncSession, refund: Refund, actor: Actor) -> RefundRead:
+    order = await session.get(Order, refund.order_id)
+    assert order is not None  # a refund's order is never deleted
     extras = await _extras(session, [refund.id], actor)
     note, code = extras.get(refund.id, (None, None))
-    return _read(refund, credit_note=note, promo_code=code)
+    return _disclosed(_read(refund, credit_note=note, promo_code=code), actor, order.buyer_id, order.seller_id)
+
+
+def _disclosed(read: RefundRead, actor: Actor, buyer_id: str, seller_id: str) -> RefundRead:
+    """The refund as this caller may see it: who funds it is left out for whom the policy keeps it from
+    (the buyer), as on the dispute itself (app/permissions/disclosure.py)."""
+    if disclosure.view_of(actor, buyer_id=buyer_id, seller_id=seller_id).funding:
+        return read
+    return msgspec.structs.replace(read, funded_by=None, seller_share=None)
 
 
 async def _extras(
@@ -333,12 +350,17 @@ async def _extras(
         )
     ).all():
         found[refund_id] = (number, None)
-    if actor.role != Role.SELLER:
-        for refund_id, code in (
-            await session.execute(
-                select(PromoCode.refund_id, PromoCode.code).where(PromoCode.refund_id.in_(refund_ids))
-            )
-        ).all():
+    if not may_ever(actor, "promo_code", "read"):
+        return found
+    for refund_id, code, buyer_id, seller_id in (
+        await session.execute(
+            select(PromoCode.refund_id, PromoCode.code, PromoCode.buyer_id, Order.seller_id)
+            .join(Refund, Refund.id == PromoCode.refund_id)
+            .join(Order, Order.id == Refund.order_id)
+            .where(PromoCode.refund_id.in_(refund_ids))
+        )
+    ).all():
+        if is_allowed(actor, Resource(kind="promo_code", buyer_id=buyer_id, seller_id=seller_id), "read"):
             found[refund_id] = (None, code)
     return found
 
@@ -357,7 +379,7 @@ async def get_refund(session: AsyncSession, *, actor: Actor, refund_id: str) -> 
 async def list_refunds(
     session: AsyncSession, *, actor: Actor, order_id: str | None, status: str | None, limit: int, cursor: str | None
 ) -> Page[RefundRead]:
-    query = select(Refund).join(Order, Order.id == Refund.order_id)
+    query = select(Refund, Order.buyer_id, Order.seller_id).join(Order, Order.id == Refund.order_id)
     if actor.role == Role.BUYER:
         query = query.where(Order.buyer_id == actor.id)
     elif actor.role == Role.SELLER:
@@ -371,15 +393,21 @@ async def list_refunds(
     if cursor is not None:
         at, last_id = decode_cursor(cursor, (datetime, str))
         query = query.where(or_(Refund.created_at < at, and_(Refund.created_at == at, Refund.id < last_id)))
-    rows = list(
-        (await session.scalars(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all()
+    found = list(
+        (await session.execute(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all()
     )
-    more, rows = len(rows) > limit, rows[:limit]
+    more, found = len(found) > limit, found[:limit]
+    rows = [row.Refund for row in found]
     next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
     extras = await _extras(session, [r.id for r in rows], actor)
     items = [
-        _read(r, credit_note=extras.get(r.id, (None, None))[0], promo_code=extras.get(r.id, (None, None))[1])
-        for r in rows
+        _disclosed(
+            _read(r, credit_note=extras.get(r.id, (None, None))[0], promo_code=extras.get(r.id, (None, None))[1]),
+            actor,
+            buyer_id,
+            seller_id,
+        )
+        for r, buyer_id, seller_id in found
     ]
     return Page(items=items, next_cursor=next_cursor)
 

@@ -34,8 +34,9 @@ class RefundRead(msgspec.Struct, kw_only=True):
     dispute_id: str | None
     kind: str
     amount: Money
-    funded_by: str
-    seller_share: Money
+    # null for whom the policy keeps funding from (the buyer): app/permissions/disclosure.py
+    funded_by: str | None
+    seller_share: Money | None
     bonus: Money
     status: Literal["pending", "succeeded", "failed"]
     provider_ref: str | None

@@ -184,6 +184,41 @@ async def create_thread(
     return created
 
 
+async def post_to_party(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    dispute_id: str,
+    order_id: str,
+    audience: Audience,
+    buyer_id: str | None,
+    seller_id: str | None,
+    subject: str,
+    body: str,
+) -> MessageRead:
+    """Post in the dispute's thread of ``audience`` (one party and the operator), opening it the first
+    time. Operator questions (request_info) and the service's own notices (a promo code) go there."""
+    existing = await session.scalar(
+        select(Thread.id).where(Thread.dispute_id == dispute_id, Thread.audience == audience.value).limit(1)
+    )
+    if existing is not None:
+        return await post_message(session, actor=actor, thread_id=existing, data=MessageCreate(body=body))
+    if not is_allowed(actor, thread_resource(audience.value, buyer_id, seller_id), "open"):
+        raise Forbidden(f"a {actor.role} may not open a {audience} thread here")
+    created = await create_thread(
+        session,
+        actor=actor,
+        audience=audience,
+        subject=subject,
+        body=clean_body(body),
+        order_id=order_id,
+        buyer_id=buyer_id,
+        seller_id=seller_id,
+        dispute_id=dispute_id,
+    )
+    return created.first_message
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 

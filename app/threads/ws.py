@@ -34,6 +34,7 @@ from app.auth import Actor, TokenDecoder
 from app.errors import Unauthenticated
 from app.events import notify
 from app.events import service as events
+from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, relations_for
 from app.threads.rules import reader_key
 
@@ -202,12 +203,20 @@ def render(event_id: int, event_type: str, payload: str) -> bytes:
     )
 
 
+PERSONALIZED = frozenset({"thread.created", "dispute.updated"})
+
+
 def personalize(row: Any, connection: Connection) -> bytes | None:
-    """The few events whose data differs for their author: a new thread is not unread for its opener."""
+    """The few events whose data differs by reader: a new thread is not unread for its opener; a dispute
+    shows each reader only the parts the policy lets it see (app/permissions/disclosure.py)."""
     if row.type == "thread.created" and row.actor == connection.reader:
         data = msgspec.json.decode(row.payload)
         data["unread_count"] = 0
         return render(row.seq, row.type, msgspec.json.encode(data).decode())
+    if row.type == "dispute.updated":
+        summary = msgspec.json.decode(row.payload)
+        shown = disclosure.dispute_summary(connection.actor, summary)
+        return None if shown is summary else render(row.seq, row.type, msgspec.json.encode(shown).decode())
     return None
 
 
@@ -254,7 +263,7 @@ async def _replay(connection: Connection, engine: AsyncEngine, after: int) -> No
                 conn, actor=connection.actor, reader=connection.reader, after=after, limit=REPLAY_PAGE
             )
         for row in rows:
-            data = personalize(row, connection) if row.type == "thread.created" else None
+            data = personalize(row, connection) if row.type in PERSONALIZED else None
             await connection.socket.send_data(data or render(row.seq, row.type, row.payload), mode="text")
             connection.last_sent = after = row.seq
         if len(rows) < REPLAY_PAGE:

@@ -336,8 +336,12 @@ def test_promo_codes_reach_the_buyer_and_are_single_use(
     assert set(code) <= set("ABCDEFGHJKMNPQRSTUVWXYZ23456789")
     shop_view = client.get("/v1/refunds", params={"order_id": case.order_id}, headers=case.seller).json()["items"]
     assert shop_view[0]["promo_code"] is None
-    messages = client.get(f"/v1/threads/{case.dispute['thread_id']}/messages", headers=case.buyer).json()["items"]
-    assert code in messages[-1]["body"]
+    # Posted to the buyer alone, by the service itself (the shop reads the dispute's shared thread).
+    mine = client.get("/v1/threads", params={"dispute_id": case.dispute["dispute_id"]}, headers=case.buyer).json()
+    [private] = [t["thread_id"] for t in mine["items"] if t["audience"] == "operator_buyer"]
+    [notice] = client.get(f"/v1/threads/{private}/messages", headers=case.buyer).json()["items"]
+    assert code in notice["body"]
+    assert notice["author"] == {"id": "system", "role": "system", "name": "Marketplace after-sales"}
 
     path = f"/v1/promo-codes/{code}/redemptions"
     order = uid("next-order")
