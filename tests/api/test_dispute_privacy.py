@@ -336,3 +336,35 @@ def test_dispute_updated_events_show_each_reader_its_own_view(client: TestClient
         assert claim["actor"] == {"id": cast.arbitrator_id if sees_ids else None, "role": "arbitrator"}, role
         assert frames[0]["actor"]["id"] == cast.buyer_id
         assert ESCALATE_NOTE not in json.dumps(frames)
+
+
+# --- outbound webhooks: business data for the marketplace, no conversation text ------------------------------
+
+
+def test_webhooks_give_the_marketplace_business_data_but_no_conversation_text(
+    client: TestClient[Any], auth: Tokens, cast: Cast
+) -> None:
+    admin = auth("admin", uid("admin"))
+    subscribed = client.post(
+        "/v1/webhook-endpoints", json={"url": "https://marketplace.example/hooks", "event_types": ["*"]}, headers=admin
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    endpoint = subscribed.json()["endpoint_id"]
+    try:
+        cast.open()
+        cast.act(cast.buyer, "escalate", note=ESCALATE_NOTE)
+        cast.act(cast.arbitrator, "claim")
+        cast.act(cast.arbitrator, "request_info", party="seller", question=QUESTION)
+        cast.act(cast.arbitrator, "decide", resolution=SPLIT, rationale=RATIONALE)
+        listed = cast.get(f"/v1/webhook-endpoints/{endpoint}/deliveries", admin, limit=200)["items"]
+    finally:
+        client.delete(f"/v1/webhook-endpoints/{endpoint}", headers=admin)
+    sent = [json.loads(d["payload"]) for d in listed]
+    ours = [e for e in sent if e["data"].get("dispute_id") == cast.dispute_id]
+    assert {e["type"] for e in ours} >= {"dispute.opened", "dispute.escalated", "dispute.decided"}
+    text = json.dumps(ours)
+    for written in (ESCALATE_NOTE, QUESTION, RATIONALE):
+        assert written not in text
+    [decided] = [e for e in ours if e["type"] == "dispute.decided"]
+    assert decided["data"]["resolution"]["seller_share"] == money(1_000)
+    assert decided["data"]["assignee_id"] == cast.arbitrator_id
