@@ -38,6 +38,7 @@ STAFF_ROLES = frozenset(role.value for role in OPERATOR_STAFF)
 #   internal     operator staff only
 # A field not listed is ``internal``: a new field stays private until it is placed here.
 _COMMON = {"resolution": "dispute", "return_required": "dispute"}
+_SETTLED = {"refund_id": "dispute", "status": "dispute", "kind": "dispute", "failure_reason": "dispute"}
 AUDIT_FIELDS: dict[str, dict[str, str]] = {
     "open": {"reason": "dispute", "requested": "dispute", "lines": "dispute"},
     "propose": _COMMON,
@@ -59,8 +60,8 @@ AUDIT_FIELDS: dict[str, dict[str, str]] = {
     "buyer_timeout": {"deadline": "dispute"},
     "return_timeout": {"deadline": "dispute"},
     "close_resolved": {"deadline": "dispute"},
-    "refund_succeeded": {"refund_id": "dispute", "status": "dispute", "kind": "dispute"},
-    "refund_failed": {"refund_id": "dispute", "status": "dispute", "failure_reason": "dispute"},
+    "refund_succeeded": _SETTLED,
+    "refund_failed": _SETTLED,
 }
 _PARTY_THREAD = {"buyer": "operator_buyer", "seller": "operator_seller"}
 
