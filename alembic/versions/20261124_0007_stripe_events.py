@@ -18,6 +18,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # A charge belongs to one order. Orders that already share one must be told apart by hand first: the
+    # unique index cannot be built over them, and which order owns the charge is not ours to guess.
+    # Checked before any change, so a refusal leaves the schema as it was (SQLite DDL is not rolled back).
+    shared = op.get_bind().execute(
+        sa.text("SELECT charge_id FROM orders GROUP BY charge_id HAVING count(*) > 1 ORDER BY charge_id LIMIT 20")
+    ).scalars().all()
+    if shared:
+        raise RuntimeError(
+            "orders share these charge ids; give each order its own charge (PUT /v1/orders/{order_id}) "
+            f"and migrate again: {', '.join(shared)}"
+        )
     with op.batch_alter_table('provider_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('status', sa.String(length=16), server_default=sa.text("'accepted'"), nullable=False))
         batch_op.add_column(sa.Column('reason', sa.String(length=64), nullable=True))
@@ -30,16 +41,6 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('refund_id', sa.String(length=40), nullable=True))
         batch_op.create_index('ix_provider_events_status_received', ['status', 'received_at', 'id'], unique=False)
 
-    # A charge belongs to one order. Orders that already share one must be told apart by hand first:
-    # the unique index cannot be built over them, and guessing which order owns the charge is not ours.
-    shared = op.get_bind().execute(
-        sa.text("SELECT charge_id FROM orders GROUP BY charge_id HAVING count(*) > 1 ORDER BY charge_id LIMIT 20")
-    ).scalars().all()
-    if shared:
-        raise RuntimeError(
-            "orders share these charge ids; give each order its own charge (PUT /v1/orders/{order_id}) "
-            f"and migrate again: {', '.join(shared)}"
-        )
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_charge_id'))
         batch_op.create_index(batch_op.f('ix_orders_charge_id'), ['charge_id'], unique=True)
