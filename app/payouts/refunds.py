@@ -653,6 +653,11 @@ async def apply_provider_event(
     order = await session.scalar(select(Order).where(Order.charge_id == event.charge_id).with_for_update())
     if order is None:  # not one of our orders' charges
         return await provider_events.settle(session, event, "ignored")
+    # Stripe sends several events about one dashboard refund at once (charge.refunded, refund.created):
+    # under the order's lock, one of them may have imported it meanwhile.
+    imported = await session.scalar(select(Refund).where(Refund.provider_ref == found.id).with_for_update())
+    if imported is not None:
+        return await _settle_ours(session, event, found, imported, now, on_settled)
     misfit = provider_events.check_import(found, order_currency=order.currency, order_total=order.total_amount)
     if misfit is not None:
         return await provider_events.settle(session, event, "rejected", rejection=misfit, order_id=order.id)
