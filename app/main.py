@@ -28,6 +28,7 @@ from app.orders.controller import OrderController
 from app.payouts.controller import (
     BuyerCreditController,
     PromoCodeController,
+    ProviderEventController,
     RefundController,
     StripeWebhookController,
 )
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             BuyerCreditController,
             PromoCodeController,
             StripeWebhookController,
+            ProviderEventController,
             events_socket,
         ],
         dependencies={

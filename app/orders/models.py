@@ -20,7 +20,8 @@ class Order(Base):
     total_amount: Mapped[int] = mapped_column(BigInteger)
     commission_amount: Mapped[int] = mapped_column(BigInteger)
     payment_provider: Mapped[str] = mapped_column(String(16))
-    charge_id: Mapped[str] = mapped_column(String(255), index=True)  # provider webhooks find orders by it
+    # A charge belongs to one order: provider webhooks find the order by it (unique, see upsert_order).
+    charge_id: Mapped[str] = mapped_column(String(255), index=True, unique=True)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(String(255))
     delivered_at: Mapped[datetime | None]

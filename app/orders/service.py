@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -90,15 +91,13 @@ async def upsert_order(
     order = await session.get(Order, order_id, with_for_update=True, populate_existing=True)
     wanted = _wanted(data)
     if order is None:
-        order = Order(id=order_id, escrow_status=EscrowStatus.HELD.value, revision=0, created_at=utcnow())
-        session.add(order)
-        _apply(order, wanted)
-        order.updated_at = order.created_at
-        await session.flush()
-        await payouts.record_capture(
-            session, order_id=order_id, currency=data.currency, total=data.total.amount, previous=None, revision=0
-        )
-        return await _read(session, order, actor, escrow_hold_seconds), True
+        order, created = await _create(session, order_id, wanted)
+        if created:
+            await payouts.record_capture(
+                session, order_id=order_id, currency=data.currency, total=data.total.amount, previous=None, revision=0
+            )
+            return await _read(session, order, actor, escrow_hold_seconds), True
+        # The same order was created by a request running at the same time: this push is an update.
 
     authorize(actor, resource_of(order), "write", label="order", resource_id=order_id)
     current = _snapshot(order)
@@ -112,10 +111,18 @@ async def upsert_order(
         money = await payouts.order_money(session, order_id=order_id)
         if money.refunded > 0:
             raise Conflict("the order's total and currency cannot change once a refund exists", code="order.immutable")
-    _apply(order, wanted)
-    order.revision += 1
-    order.updated_at = utcnow()
-    await session.flush()
+    if wanted["charge_id"] != current["charge_id"]:
+        await _require_charge_free(session, order_id, wanted["charge_id"])
+    try:
+        async with session.begin_nested():
+            _apply(order, wanted)
+            order.revision += 1
+            order.updated_at = utcnow()
+            await session.flush()
+    except IntegrityError:
+        # Another order took this charge between our check and our write (the unique index saw it).
+        await _require_charge_free(session, order_id, wanted["charge_id"])
+        raise
     if money_changed:
         await payouts.record_capture(
             session,
@@ -126,6 +133,40 @@ async def upsert_order(
             revision=order.revision,
         )
     return await _read(session, order, actor, escrow_hold_seconds), False
+
+
+async def _create(session: AsyncSession, order_id: str, wanted: dict[str, Any]) -> tuple[Order, bool]:
+    """Insert a new order: (order, True). If a request running at the same time created this very order
+    first, that order, locked: (order, False).
+
+    A charge belongs to one order (webhooks find the order by it). The check gives the clear answer; the
+    unique index decides between two pushes at the same time: the second waits for the first, fails on
+    the index, and is told the same. The savepoint keeps this transaction usable to find out which."""
+    await _require_charge_free(session, order_id, wanted["charge_id"])
+    order = Order(id=order_id, escrow_status=EscrowStatus.HELD.value, revision=0, created_at=utcnow())
+    try:
+        async with session.begin_nested():
+            session.add(order)
+            _apply(order, wanted)
+            order.updated_at = order.created_at
+            await session.flush()
+    except IntegrityError:
+        await _require_charge_free(session, order_id, wanted["charge_id"])
+        existing = await session.get(Order, order_id, with_for_update=True, populate_existing=True)
+        if existing is None:
+            raise
+        return existing, False
+    return order, True
+
+
+async def _require_charge_free(session: AsyncSession, order_id: str, charge_id: str) -> None:
+    holder = await session.scalar(select(Order.id).where(Order.charge_id == charge_id, Order.id != order_id))
+    if holder is not None:
+        raise Conflict(
+            "this charge already belongs to another order: each order has its own charge",
+            code="order.charge_in_use",
+            errors=[{"field": "payment.charge_id", "message": "already used by another order"}],
+        )
 
 
 def _apply(order: Order, wanted: dict[str, Any]) -> None:

@@ -12,8 +12,8 @@ from app.auth import Actor
 from app.disputes import service as disputes
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import IdempotencyKey, idempotent
-from app.payouts import credit, refunds
-from app.payouts.escrow import InvalidSignature
+from app.payouts import credit, provider_events, refunds
+from app.payouts.escrow import InvalidSignature, UnreadableEvent
 from app.payouts.models import Refund
 from app.payouts.schemas import (
     CreditRead,
@@ -21,6 +21,8 @@ from app.payouts.schemas import (
     CreditRedemptionRead,
     PromoRedemptionCreate,
     PromoRedemptionRead,
+    ProviderEventRead,
+    ProviderEventStatus,
     RefundCreate,
     RefundRead,
 )
@@ -145,9 +147,26 @@ class StripeWebhookController(Controller):
             )
         except InvalidSignature as exc:
             raise ValidationFailed(f"invalid Stripe-Signature: {exc}", field="header:Stripe-Signature") from None
+        except UnreadableEvent as exc:
+            raise ValidationFailed(f"not a Stripe event: {exc}", field="body") from None
 
         async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
             await disputes.refund_settled(session, refund, now, settings)
 
         outcome = await refunds.apply_provider_event(db_session, event, on_settled=on_settled)
         return {"received": event.id, "outcome": outcome}
+
+
+class ProviderEventController(Controller):
+    path = "/v1/provider-events"
+    tags = ["refunds"]
+
+    @get("/", guards=[allow("provider_event", "read")], summary="Payment provider events received, newest first")
+    async def list_events(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        limit: Limit = 50,
+        cursor: Annotated[str | None, QueryParameter()] = None,
+        status: Annotated[ProviderEventStatus | None, QueryParameter()] = None,
+    ) -> Page[ProviderEventRead]:
+        return await provider_events.list_provider_events(db_session, status=status, limit=limit, cursor=cursor)

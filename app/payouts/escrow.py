@@ -97,14 +97,24 @@ class EscrowGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ProviderEvent:
-    """A provider webhook event, verified and reduced to what we act on."""
+    """A provider webhook event, verified and reduced to what we act on.
+
+    A signed event is still input: ``malformed`` says what in it does not have the shape and types the
+    provider documents (a missing object, an amount that is not a positive integer...). Such an event
+    is kept, and rejected: it never moves money."""
 
     id: str
     type: str
     refund: ProviderRefund | None
     charge_id: str | None
     our_refund_id: str | None  # from the metadata we put on refunds we made
+    malformed: str | None = None
 
 
 class InvalidSignature(Exception):
     """A webhook whose signature or timestamp does not verify: answered 400, never applied."""
+
+
+class UnreadableEvent(Exception):
+    """A signed body that is not an event we can even name (not JSON, no usable ``id`` or ``type``):
+    answered 400, nothing kept, since there is no event id to keep it under."""

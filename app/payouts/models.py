@@ -140,10 +140,25 @@ class PromoCode(Base):
 
 
 class ProviderEventRecord(Base):
-    """Provider webhook events already applied: each event id is applied once, however often it arrives."""
+    """Provider webhook events received: each event id is applied once, however often it arrives, and
+    what came of it is kept. A ``rejected`` event moved no money; finance reads why
+    (``GET /v1/provider-events?status=rejected``) and settles it by hand with the provider."""
 
     __tablename__ = "provider_events"
+    __table_args__ = (Index("ix_provider_events_status_received", "status", "received_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # applied, ignored (nothing of ours), rejected (its content does not fit: no money moved);
+    # "accepted" marks events received before outcomes were recorded.
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'accepted'"))
+    reason: Mapped[str | None] = mapped_column(String(64))  # a stable code, for rejected events
+    detail: Mapped[str | None] = mapped_column(String(500))
+    # What the event said, as far as it could be read, and what it was matched to.
+    provider_refund_id: Mapped[str | None] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    refund_id: Mapped[str | None] = mapped_column(String(40))

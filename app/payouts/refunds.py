@@ -23,15 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import noload
 
 from app.auth import SYSTEM_ACTOR, Actor, Role
-from app.db import dialect_insert, utcnow
+from app.db import utcnow
 from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
 from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
-from app.payouts import credit, ledger
+from app.payouts import credit, ledger, provider_events
 from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
-from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refund
+from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
 from app.permissions import disclosure
@@ -645,52 +645,92 @@ async def pay_due(
 async def apply_provider_event(
     session: AsyncSession, event: ProviderEvent, *, on_settled: OnSettled | None, now: datetime | None = None
 ) -> str:
-    """Apply a verified provider event once. Returns ``applied``, ``duplicate`` or ``ignored``.
+    """Apply a verified provider event once. Returns ``applied``, ``duplicate``, ``ignored`` or ``rejected``.
 
     Our own refunds are settled by it when the worker has not yet seen the answer (a refund pending at
     the provider); a refund made elsewhere (the Stripe dashboard) on one of our charges is imported, so
-    the ledger keeps matching the provider."""
+    the ledger keeps matching the provider. Either way the event must fit what we know first (see
+    ``provider_events``): one that does not is kept as ``rejected`` and moves no money."""
     now = now or utcnow()
-    inserted = await session.scalar(
-        dialect_insert(session.get_bind().dialect.name, ProviderEventRecord)
-        .values(id=event.id, type=event.type, received_at=now)
-        .on_conflict_do_nothing()
-        .returning(ProviderEventRecord.id)
-    )
-    if inserted is None:  # another delivery of this event got here first (it waits on our row, then skips)
-        return "duplicate"
+    if not await provider_events.claim(session, event, now):
+        return "duplicate"  # another delivery of this event got here first (it waits on our row, then skips)
+    if event.malformed is not None:
+        rejection = provider_events.Rejection(provider_events.MALFORMED, event.malformed)
+        return await provider_events.settle(session, event, "rejected", rejection=rejection)
     found = event.refund
     if found is None:
-        return "ignored"
-    ours = await session.scalar(
-        select(Refund)
-        .where(or_(Refund.id == (event.our_refund_id or ""), Refund.provider_ref == found.id))
-        .with_for_update()
+        return await provider_events.settle(session, event, "ignored")
+    named = (
+        await session.scalars(
+            select(Refund)
+            .where(or_(Refund.id == (event.our_refund_id or ""), Refund.provider_ref == found.id))
+            .order_by(Refund.id)
+            .limit(2)
+            .with_for_update()
+        )
+    ).all()
+    if len(named) > 1:  # the metadata names one of our refunds, the provider's id another
+        rejection = provider_events.Rejection(
+            provider_events.REFUND_MISMATCH, f"the event names refunds {named[0].id} and {named[1].id}"
+        )
+        return await provider_events.settle(session, event, "rejected", rejection=rejection)
+    if named:
+        return await _settle_ours(session, event, found, named[0], now, on_settled)
+    if found.status != "succeeded" or event.charge_id is None:
+        return await provider_events.settle(session, event, "ignored")
+    order = await session.scalar(select(Order).where(Order.charge_id == event.charge_id).with_for_update())
+    if order is None:  # not one of our orders' charges
+        return await provider_events.settle(session, event, "ignored")
+    # Stripe sends several events about one dashboard refund at once (charge.refunded, refund.created):
+    # under the order's lock, one of them may have imported it meanwhile.
+    imported = await session.scalar(select(Refund).where(Refund.provider_ref == found.id).with_for_update())
+    if imported is not None:
+        return await _settle_ours(session, event, found, imported, now, on_settled)
+    misfit = provider_events.check_import(found, order_currency=order.currency, order_total=order.total_amount)
+    if misfit is not None:
+        return await provider_events.settle(session, event, "rejected", rejection=misfit, order_id=order.id)
+    refund_id = await _import(session, order, found, now)
+    return await provider_events.settle(session, event, "applied", order_id=order.id, refund_id=refund_id)
+
+
+async def _settle_ours(
+    session: AsyncSession,
+    event: ProviderEvent,
+    found: ProviderRefund,
+    ours: Refund,
+    now: datetime,
+    on_settled: OnSettled | None,
+) -> str:
+    order_charge_id = await session.scalar(select(Order.charge_id).where(Order.id == ours.order_id))
+    rejection = provider_events.check_our_refund(
+        found,
+        event_charge_id=event.charge_id,
+        refund_amount=ours.amount,
+        refund_currency=ours.currency,
+        refund_provider_ref=ours.provider_ref,
+        order_charge_id=order_charge_id or "",
     )
-    if ours is not None:
-        if ours.status == "succeeded" and found.status == "failed":
-            # Stripe can fail a refund after it succeeded (the card was closed): the money came back.
-            await _fail_after_success(session, ours, found.failure_reason or "failed", now)
-            return "applied"
-        if ours.status != "pending":
-            return "ignored"  # already settled by the worker or an earlier event
+    if rejection is not None:
+        return await provider_events.settle(
+            session, event, "rejected", rejection=rejection, order_id=ours.order_id, refund_id=ours.id
+        )
+    status: provider_events.Status = "applied"
+    if ours.status == "succeeded" and found.status == "failed":
+        # Stripe can fail a refund after it succeeded (the card was closed): the money came back.
+        await _fail_after_success(session, ours, found.failure_reason or "failed", now)
+    elif ours.status != "pending":
+        status = "ignored"  # already settled by the worker or an earlier event
+    else:
         ours.provider_ref = found.id
         ours.updated_at = now
         if found.status == "succeeded":
             await _succeed(session, ours, now, on_settled)
         elif found.status in ("failed", "canceled"):
             await _fail(session, ours, found.failure_reason or found.status, now, on_settled)
-        return "applied"
-    if found.status != "succeeded" or event.charge_id is None:
-        return "ignored"
-    order = await session.scalar(select(Order).where(Order.charge_id == event.charge_id).with_for_update())
-    if order is None:
-        return "ignored"  # not one of our orders' charges
-    await _import(session, order, found, now)
-    return "applied"
+    return await provider_events.settle(session, event, status, order_id=ours.order_id, refund_id=ours.id)
 
 
-async def _import(session: AsyncSession, order: Order, found: ProviderRefund, now: datetime) -> None:
+async def _import(session: AsyncSession, order: Order, found: ProviderRefund, now: datetime) -> str:
     """A refund someone made at the provider directly: it happened, so it is recorded as it is (operator
     funded, already paid), even past the cap — the provider's money has moved."""
     refund = Refund(
@@ -724,3 +764,4 @@ async def _import(session: AsyncSession, order: Order, found: ProviderRefund, no
         order_id=order.id,
     )
     await _succeed(session, refund, now, None)
+    return refund.id

@@ -88,3 +88,23 @@ class PromoRedemptionRead(msgspec.Struct, kw_only=True):
     order_id: str
     value: Money
     redeemed_at: datetime
+
+
+# "accepted" marks events received before outcomes were recorded.
+ProviderEventStatus = Literal["applied", "ignored", "rejected", "accepted"]
+
+
+class ProviderEventRead(msgspec.Struct, kw_only=True):
+    """A payment provider webhook event and what came of it (finance reads the rejected ones)."""
+
+    event_id: str
+    type: str
+    status: ProviderEventStatus
+    reason: str | None  # for rejected events: event.malformed, event.amount_mismatch, ...
+    detail: str | None
+    provider_refund_id: str | None
+    charge_id: str | None
+    amount: Money | None
+    order_id: str | None
+    refund_id: str | None
+    received_at: datetime

@@ -8,10 +8,14 @@ tests and the demo).
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
+import msgspec
 import stripe
 
+from app.errors import split_msgspec_message
+from app.money import MAX_AMOUNT
 from app.payouts.escrow import (
     BalanceTransactionPage,
     InvalidSignature,
@@ -21,6 +25,7 @@ from app.payouts.escrow import (
     ProviderRefund,
     ProviderReversal,
     ProviderTransfer,
+    UnreadableEvent,
 )
 
 # Our own retries (worker backoff) decide when to try again; the SDK retries once on network errors,
@@ -138,37 +143,98 @@ def _escrow_error(exc: stripe.StripeError) -> PaymentProviderError:
 
 
 REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+CHARGE_REFUNDED = "charge.refunded"
+
+# The shapes of what we read from an event, checked like any request body (strict types, bounds). Stripe
+# adds fields over time: unknown fields are ignored, missing or mistyped ones we use are not.
+ProviderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,255}$")]
+OUR_REFUND_ID = re.compile(r"^rfd_[0-9a-f]{32}$")
+
+
+class _Envelope(msgspec.Struct):
+    id: ProviderId
+    type: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.]{1,64}$")]
+    data: Any = None  # read only for the events we act on
+
+
+class _Refund(msgspec.Struct):
+    id: ProviderId
+    amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{3}$")]
+    status: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,32}$")] | None = None
+    charge: ProviderId | None = None
+    failure_reason: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,100}$")] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _RefundData(msgspec.Struct):
+    object: _Refund
+
+
+class _RefundList(msgspec.Struct):
+    data: list[_Refund]
+
+
+class _Charge(msgspec.Struct):
+    id: ProviderId
+    # Absent on API versions that no longer embed refunds: then the refund's own events carry it.
+    refunds: _RefundList | None = None
+
+
+class _ChargeData(msgspec.Struct):
+    object: _Charge
 
 
 def parse_webhook(payload: bytes, signature: str | None, secret: str) -> ProviderEvent:
-    """Verify ``Stripe-Signature`` (HMAC and a 5-minute timestamp tolerance) with the SDK, then keep what
-    we use: refund events carry the refund; ``charge.refunded`` carries the charge's newest refund."""
+    """Verify ``Stripe-Signature`` (HMAC and a 5-minute timestamp tolerance) with the SDK, then read what
+    we use: refund events carry the refund; ``charge.refunded`` carries the charge's newest refund.
+
+    Raises ``InvalidSignature`` or ``UnreadableEvent`` (400). A signed event whose content does not have
+    the documented shape comes back with ``malformed`` set, to be kept and rejected."""
     try:
-        event = stripe.Webhook.construct_event(payload, signature, secret)
+        stripe.WebhookSignature.verify_header(payload, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE)
     except (stripe.SignatureVerificationError, ValueError) as exc:
         raise InvalidSignature(str(exc).split("\n")[0]) from None
-    obj: dict[str, Any] = event.data.object.to_dict()  # plain dicts all the way down
-    refund = None
-    charge_id = None
-    if event.type in REFUND_EVENTS:
-        refund, charge_id = obj, obj.get("charge")
-    elif event.type == "charge.refunded":
-        charge_id = obj.get("id")
-        listed = (obj.get("refunds") or {}).get("data") or []
-        refund = listed[0] if listed else None
+    try:
+        envelope = msgspec.convert(msgspec.json.decode(payload), _Envelope)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise UnreadableEvent(str(exc)) from None
+    if envelope.type not in REFUND_EVENTS and envelope.type != CHARGE_REFUNDED:
+        return ProviderEvent(id=envelope.id, type=envelope.type, refund=None, charge_id=None, our_refund_id=None)
+    refund: _Refund | None
+    try:
+        if envelope.type in REFUND_EVENTS:
+            refund = msgspec.convert(envelope.data, _RefundData).object
+            charge_id = refund.charge
+        else:
+            charge = msgspec.convert(envelope.data, _ChargeData).object
+            charge_id = charge.id
+            refund = charge.refunds.data[0] if charge.refunds is not None and charge.refunds.data else None
+    except (msgspec.ValidationError, RecursionError) as exc:
+        path, message = split_msgspec_message(str(exc))
+        return _malformed(envelope, f"data.{path}: {message}" if path else f"data: {message}")
+    if refund is not None and refund.charge not in (None, charge_id):
+        return _malformed(envelope, f"data.object.refunds.data[0].charge: {refund.charge} is not this charge")
     if refund is None:
-        return ProviderEvent(id=event.id, type=event.type, refund=None, charge_id=charge_id, our_refund_id=None)
-    metadata = refund.get("metadata") or {}
+        return ProviderEvent(id=envelope.id, type=envelope.type, refund=None, charge_id=charge_id, our_refund_id=None)
+    ours = (refund.metadata or {}).get("refund_id")
     return ProviderEvent(
-        id=event.id,
-        type=event.type,
+        id=envelope.id,
+        type=envelope.type,
         refund=ProviderRefund(
-            id=refund["id"],
-            status=refund.get("status") or "pending",
-            amount=int(refund["amount"]),
-            currency=str(refund["currency"]).upper(),
-            failure_reason=refund.get("failure_reason"),
+            id=refund.id,
+            status=refund.status or "pending",
+            amount=refund.amount,
+            currency=refund.currency.upper(),
+            failure_reason=refund.failure_reason,
         ),
-        charge_id=charge_id if isinstance(charge_id, str) else None,
-        our_refund_id=metadata.get("refund_id") or None,
+        charge_id=charge_id,
+        # Only an id we could have made: anything else in the metadata is someone else's.
+        our_refund_id=ours if isinstance(ours, str) and OUR_REFUND_ID.match(ours) else None,
+    )
+
+
+def _malformed(envelope: _Envelope, detail: str) -> ProviderEvent:
+    return ProviderEvent(
+        id=envelope.id, type=envelope.type, refund=None, charge_id=None, our_refund_id=None, malformed=detail
     )

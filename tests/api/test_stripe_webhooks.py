@@ -138,7 +138,8 @@ def test_a_failed_event_reverses_and_a_dashboard_refund_is_imported(
     assert (row["provider_ref"], row["amount"], row["funded_by"]) == ("re_dash_1", money(700), "operator")
     assert order_money(client, case) == (700, 4_300)
     unknown = {**dashboard, "id": f"evt_{uuid.uuid4().hex[:24]}"}
-    unknown["data"] = {"object": {**dashboard["data"]["object"], "id": "ch_not_ours"}}
+    elsewhere = {"id": "re_elsewhere", "amount": 700, "currency": "eur", "status": "succeeded", "metadata": {}}
+    unknown["data"] = {"object": {"id": "ch_not_ours", "object": "charge", "refunds": {"data": [elsewhere]}}}
     assert send(client, unknown).json()["outcome"] == "ignored"
 
 

@@ -208,6 +208,11 @@ def test_stripe_webhooks_settle_import_and_are_applied_once_when_replayed(
     deliveries = provider.ctl("POST", "webhooks/drain")["deliveries"]
     assert len(deliveries) == 2 * len(events) > 0
     assert {d["status"] for d in deliveries} == {200}, deliveries
+    # Stripe's own events fit what we know: none was rejected.
+    rejected = shop.http.get(
+        "/v1/provider-events", params={"status": "rejected", "limit": 200}, headers=auth("finance")
+    ).json()["items"]
+    assert not {e["event_id"] for e in rejected} & {e["id"] for e in events}, rejected
 
     assert sorted(r["status"] for r in shop.refunds()) == ["succeeded", "succeeded"]
     assert (shop.at_provider()["refunds"], shop.at_provider()["amount_refunded"]) == (2, 1_300)
