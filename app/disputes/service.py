@@ -44,11 +44,11 @@ from app.disputes.schemas import (
 from app.disputes.workflow import Action, Caller, Status, Timing
 from app.errors import BusinessRuleViolation, Conflict, Forbidden, NotFound, ValidationFailed
 from app.events import service as events
-from app.money import Money
+from app.money import Money, require_currency
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.orders.service import resource_of as order_resource
-from app.payouts import refunds
+from app.payouts import refunds, rules
 from app.payouts import service as payouts
 from app.payouts.models import Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
@@ -475,15 +475,15 @@ async def act(
     dispute = await _load(session, actor, dispute_id, lock=True)
     action = Action(str(type(body).__struct_config__.tag))
     now = utcnow()
-    # Only two actions depend on the shop's settings (its budget, when refunds are paid): skip the
-    # round trip for the others (a claim is the hot path of the operator queue).
-    needs_shop = action in (Action.ACCEPT_CLAIM, Action.MARK_RETURNED)
+    # Only mark_returned depends on the shop's settings (when refunds are paid): skip the round trip for
+    # the others (a claim is the hot path of the operator queue). The budget is read where it is checked.
+    needs_shop = action == Action.MARK_RETURNED
     seller = await session.get(Seller, dispute.seller_id) if needs_shop else None
     state = state_of(dispute, seller.refund_on if seller is not None else "receipt")
     caller, timing = caller_of(actor), timing_of(settings)
     try:
         workflow.check(state, action, caller, now=now, timing=timing)
-        payload = await _payload(session, dispute, actor, body, seller)
+        payload = await _payload(session, dispute, actor, body, settings)
         change = workflow.apply(state, action, caller, now=now, timing=timing, payload=payload)
     except workflow.NotYourAction as exc:
         raise Forbidden(str(exc)) from None
@@ -517,17 +517,14 @@ async def act(
 
 
 async def _payload(
-    session: AsyncSession, dispute: Dispute, actor: Actor, body: ActionBody, seller: Seller | None
+    session: AsyncSession, dispute: Dispute, actor: Actor, body: ActionBody, settings: Settings
 ) -> dict[str, Any]:
-    """The action's fields, validated against the order's money (amounts, currency, budget)."""
+    """The action's fields, validated against the order's money (amounts, currency, the caller's limit)."""
     payload: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(body).items() if k != "action"}
     if isinstance(body, Propose | Decide):
-        is_seller = actor.role == Role.SELLER
-        if is_seller and body.resolution.funded_by != "seller":
-            raise BusinessRuleViolation("a seller's offer is funded by the seller", code="dispute.funding_not_allowed")
         if isinstance(body, Decide) and body.resolution.at_fault is None:
             raise ValidationFailed("a decision must say who is at fault", field="resolution.at_fault")
-        payload["resolution"] = await _check_resolution(session, dispute, body.resolution)
+        payload["resolution"] = await _check_resolution(session, dispute, actor, body.resolution, settings)
     elif isinstance(body, AcceptClaim):
         requested = dispute.requested
         resolution = Resolution(
@@ -536,70 +533,97 @@ async def _payload(
             return_required=body.return_required,
             funded_by="seller",
         )
-        checked = await _check_resolution(session, dispute, resolution)
-        if checked["type"] in workflow.MONEY_TYPES:
-            amount = checked["amount"]["amount"]
-            budget = seller.refund_budget_amount if seller is not None else None
-            if budget is None or (seller is not None and seller.refund_budget_currency != dispute.currency):
-                raise BusinessRuleViolation(
-                    "this shop has no refund budget: escalate to the operator", code="dispute.over_budget"
-                )
-            if amount > budget:
-                raise BusinessRuleViolation(
-                    f"{amount} is above the shop's refund budget of {budget}: escalate to the operator",
-                    code="dispute.over_budget",
-                    budget=budget,
-                )
-        payload["resolution"] = checked
+        payload["resolution"] = await _check_resolution(session, dispute, actor, resolution, settings)
     elif isinstance(body, MarkReturned | ConfirmReturn):
         payload = {k: v for k, v in payload.items() if v is not None}
     return payload
 
 
-async def _check_resolution(session: AsyncSession, dispute: Dispute, resolution: Resolution) -> dict[str, Any]:
-    money = await payouts.order_money(session, order_id=dispute.order_id)
-    ceiling = min(dispute.amount, money.refundable)
-    kind = resolution.type
+# A dispute's money resolution, as the compensation kind it becomes (app/payouts/rules.py).
+COMPENSATION_KIND = {"refund_full": "full", "refund_partial": "partial", "credit": "credit", "promo_code": "promo_code"}
+# Where a dispute holds money it committed but has not granted yet: an open offer, an accepted resolution
+# waiting for the return. (In ``resolving`` its refund exists; before and after, nothing is committed.)
+COMMITTING = (Status.AWAITING_BUYER.value, Status.AWAITING_RETURN.value, Status.RETURN_IN_TRANSIT.value)
+
+
+async def _check_resolution(
+    session: AsyncSession, dispute: Dispute, actor: Actor, resolution: Resolution, settings: Settings
+) -> dict[str, Any]:
+    """A resolution the caller commits to, checked by the money rules that refunds use: the amount
+    against what the dispute can still refund, the funding and the caller's per-order limit (a shop's
+    budget, an agent's goodwill limit) against what the order already used, under the order's lock."""
     for name in ("amount", "seller_share"):
-        value = getattr(resolution, name)
-        if value is not None and value.currency != dispute.currency:
-            raise BusinessRuleViolation(
-                f"resolution.{name} is in {value.currency} but the order is in {dispute.currency}",
-                code="money.currency_mismatch",
-            )
+        require_currency(getattr(resolution, name), dispute.currency, f"resolution.{name}")
     out: dict[str, Any] = msgspec.to_builtins(resolution)
-    if kind in workflow.MONEY_TYPES:
-        if kind == ResolutionType.REFUND_FULL:
-            if resolution.amount is not None and resolution.amount.amount != ceiling:
-                raise ValidationFailed(
-                    f"a full refund is {ceiling}; leave amount out or use refund_partial", field="resolution.amount"
-                )
-            out["amount"] = {"amount": ceiling, "currency": dispute.currency}
-        elif resolution.amount is None or resolution.amount.amount == 0:
-            raise ValidationFailed(f"a {kind} needs a positive amount", field="resolution.amount")
-        elif resolution.amount.amount > ceiling:
-            raise BusinessRuleViolation(
-                f"{resolution.amount.amount} is more than the {ceiling} that can still be refunded",
-                code="dispute.amount_exceeds_refundable",
-                refundable=ceiling,
-            )
-        if kind in (ResolutionType.REFUND_FULL, ResolutionType.REFUND_PARTIAL) and resolution.bonus_percent:
-            raise ValidationFailed(
-                "bonus_percent is for credit notes and promo codes", field="resolution.bonus_percent"
-            )
-        total = out["amount"]["amount"]
-        if resolution.funded_by == "split":
-            if resolution.seller_share is None:
-                raise ValidationFailed("a split resolution needs seller_share", field="resolution.seller_share")
-            if resolution.seller_share.amount > total:
-                raise ValidationFailed("seller_share cannot exceed the amount", field="resolution.seller_share")
-        elif resolution.seller_share is not None:
-            raise ValidationFailed("seller_share is only for funded_by split", field="resolution.seller_share")
-    else:
+    kind = COMPENSATION_KIND.get(resolution.type.value)
+    if kind is None:
         for name in ("amount", "seller_share", "bonus_percent"):
             if getattr(resolution, name) is not None:
-                raise ValidationFailed(f"a {kind} resolution carries no {name}", field=f"resolution.{name}")
-    return {k: v for k, v in out.items() if v is not None}
+                raise ValidationFailed(f"a {resolution.type} resolution carries no {name}", field=f"resolution.{name}")
+        # No money moves; only the funding rule applies (a shop's resolution is the shop's).
+        rules.check_grant(
+            actor.role.value,
+            funded_by=resolution.funded_by,
+            grant=rules.NOTHING,
+            used=rules.NOTHING,
+            budget=None,
+            goodwill_limit=0,
+        )
+        return out
+    # The lock makes a concurrent refund or dispute action on this order wait until this one commits.
+    await payouts.lock_order(session, dispute.order_id)
+    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    grant = rules.compensation(
+        kind,
+        amount=resolution.amount,
+        funded_by=resolution.funded_by,
+        seller_share=resolution.seller_share,
+        bonus_percent=resolution.bonus_percent,
+        currency=dispute.currency,
+        ceiling=min(dispute.amount, refundable),
+        field_prefix="resolution.",
+    )
+    used = await payouts.compensation_on_order(session, order_id=dispute.order_id, currency=dispute.currency)
+    used += await committed_on_order(session, dispute.order_id, excluding=dispute.id)
+    seller = await session.get(Seller, dispute.seller_id) if actor.role == Role.SELLER else None
+    rules.check_grant(
+        actor.role.value,
+        funded_by=resolution.funded_by,
+        grant=grant.split,
+        used=used,
+        budget=rules.budget_in(
+            seller.refund_budget_amount if seller else None,
+            seller.refund_budget_currency if seller else None,
+            dispute.currency,
+        ),
+        goodwill_limit=settings.agent_goodwill_limit,
+    )
+    out["amount"] = {"amount": grant.amount, "currency": dispute.currency}
+    return out
+
+
+async def committed_on_order(session: AsyncSession, order_id: str, *, excluding: str | None = None) -> rules.Split:
+    """Money the order's disputes committed but have not granted yet (open offers, resolutions waiting
+    for a return), split by who pays it: it counts against the per-order limits like a grant, so an offer
+    and a direct refund cannot together pass a shop's budget."""
+    rows = await session.execute(
+        select(Dispute.id, Dispute.status, Dispute.offer, Dispute.resolution).where(
+            Dispute.order_id == order_id, Dispute.status.in_(COMMITTING)
+        )
+    )
+    total = rules.NOTHING
+    for dispute_id, status, offer, resolution in rows.all():
+        held = offer if status == Status.AWAITING_BUYER.value else resolution
+        if dispute_id == excluding or not held or held.get("type") not in COMPENSATION_KIND:
+            continue
+        share = held.get("seller_share")
+        total += rules.split_of(
+            held.get("funded_by", "seller"),
+            int(held["amount"]["amount"]),
+            int(share["amount"]) if share else None,
+            held.get("bonus_percent"),
+        )
+    return total
 
 
 async def _ask(session: AsyncSession, dispute: Dispute, actor: Actor, body: RequestInfo) -> dict[str, Any]:

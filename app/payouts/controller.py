@@ -57,6 +57,8 @@ class RefundController(Controller):
                 data=decode(RefundCreate, data),
                 source_key=f"api:{request.user.id}:{idempotency_key}",
                 settings=settings,
+                # Money the order's disputes committed (offers, accepted claims) counts against the limits.
+                committed=disputes.committed_on_order,
             )
             return 201, refund
 

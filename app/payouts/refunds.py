@@ -20,20 +20,19 @@ from typing import Any
 import msgspec
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import noload
 
 from app.auth import SYSTEM_ACTOR, Actor, Role
 from app.db import utcnow
-from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
+from app.errors import Forbidden, NotFound
 from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
-from app.payouts import credit, ledger, provider_events
+from app.payouts import credit, ledger, provider_events, rules
 from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
-from app.payouts.service import order_money
+from app.payouts.service import compensation_on_order, lock_order, order_money
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.schemas import Page, decode_cursor, encode_cursor
@@ -137,50 +136,9 @@ def _net(entries: list[Entry]) -> list[Entry]:
 # --- granting -------------------------------------------------------------------------------------------
 
 
-def _check_role(actor: Actor, *, funded_by: str, amount: int, order: Order, seller: Seller | None, limit: int) -> None:
-    """SPEC section 7: arbitrators (and admins) any refund; agents operator-funded goodwill up to a limit;
-    sellers their own orders, seller-funded, within their refund budget; nobody else."""
-    role = actor.role
-    if role in (Role.ARBITRATOR, Role.ADMIN):
-        return
-    if role == Role.AGENT:
-        if funded_by != "operator":
-            raise Forbidden("an agent grants operator-funded goodwill only; ask an arbitrator")
-        if amount > limit:
-            raise BusinessRuleViolation(
-                f"{amount} is above the agent goodwill limit of {limit}: ask an arbitrator",
-                code="refund.over_goodwill_limit",
-                limit=limit,
-            )
-        return
-    if role == Role.SELLER:
-        if funded_by != "seller":
-            raise Forbidden("a shop's refunds are funded by the shop")
-        budget = seller.refund_budget_amount if seller is not None else None
-        if budget is None or (seller is not None and seller.refund_budget_currency != order.currency):
-            raise BusinessRuleViolation("this shop has no refund budget", code="refund.over_budget")
-        if amount > budget:
-            raise BusinessRuleViolation(
-                f"{amount} is above the shop's refund budget of {budget}", code="refund.over_budget", budget=budget
-            )
-        return
-    raise Forbidden(f"a {role} may not grant refunds")
-
-
-def _shares(funded_by: str, amount: int, seller_share: Money | None, currency: str) -> tuple[int, int]:
-    if seller_share is not None and seller_share.currency != currency:
-        raise BusinessRuleViolation(
-            f"seller_share is in {seller_share.currency} but the order is in {currency}", code="money.currency_mismatch"
-        )
-    if funded_by == "split":
-        if seller_share is None:
-            raise ValidationFailed("a split refund needs seller_share", field="seller_share")
-        if seller_share.amount > amount:
-            raise ValidationFailed("seller_share cannot exceed the amount", field="seller_share")
-        return seller_share.amount, amount - seller_share.amount
-    if seller_share is not None:
-        raise ValidationFailed("seller_share is only for funded_by split", field="seller_share")
-    return (amount, 0) if funded_by == "seller" else (0, amount)
+# Read under the order's lock, what other domains have committed on the order but not yet granted (the
+# disputes' accepted resolutions and open offers): it counts against the per-order limits like a grant.
+Committed = Callable[[AsyncSession, str], Awaitable[rules.Split]]
 
 
 async def grant_refund(
@@ -191,61 +149,46 @@ async def grant_refund(
     source_key: str,
     settings: Settings,
     check_role: bool = True,
+    committed: Committed | None = None,
 ) -> RefundRead:
-    """Grant a refund: validated, capped by what is still refundable under the order's row lock, written
-    with its ledger entries. The worker pays it after commit."""
+    """Grant a refund: validated, capped by what is still refundable and by the caller's per-order limit
+    under the order's row lock (app/payouts/rules.py), written with its ledger entries. The worker pays
+    it after commit. ``check_role=False`` is for a dispute's resolution, checked when it was committed."""
     existing = await session.scalar(select(Refund).where(Refund.source_key == source_key))
     if existing is not None:
         return await _read_one(session, existing, actor)
     # The lock serializes every refund of this order: ten concurrent partial refunds that together
-    # exceed the capture cannot all pass the check below.
-    order = await session.scalar(
-        select(Order)
-        .where(Order.id == data.order_id)
-        .options(noload(Order.lines))  # the money is in the ledger; the lines are not needed here
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    # exceed the capture (or a shop's budget) cannot all pass the checks below.
+    order = await lock_order(session, data.order_id)
     if order is None or not is_allowed(actor, order_resource(order), "read"):
         raise NotFound(f"order {data.order_id!r} does not exist")
-    if data.amount is not None and data.amount.currency != order.currency:
-        raise BusinessRuleViolation(
-            f"amount is in {data.amount.currency} but the order is in {order.currency}", code="money.currency_mismatch"
-        )
-    if data.bonus_percent and data.kind in PROVIDER_KINDS:
-        raise ValidationFailed("bonus_percent is for credit notes and promo codes", field="bonus_percent")
-    refundable = (await order_money(session, order_id=order.id)).refundable
-    if data.kind == RefundKind.FULL:
-        if data.amount is not None and data.amount.amount != refundable:
-            raise ValidationFailed(f"a full refund is {refundable}; leave amount out", field="amount")
-        amount = refundable
-        if amount == 0:
-            raise BusinessRuleViolation("nothing is left to refund on this order", code="refund.exceeds_refundable")
-    else:
-        if data.amount is None or data.amount.amount == 0:
-            raise ValidationFailed(f"a {data.kind} needs a positive amount", field="amount")
-        amount = data.amount.amount
-        if amount > refundable:
-            raise BusinessRuleViolation(
-                f"{amount} is more than the {refundable} still refundable",
-                code="refund.exceeds_refundable",
-                refundable=refundable,
-            )
-    seller_part, operator_part = _shares(data.funded_by, amount, data.seller_share, order.currency)
-    # The bonus on a credit note or promo code is the operator's money, on top of the compensation.
-    bonus = amount * (data.bonus_percent or 0) // 100
+    grant = rules.compensation(
+        data.kind.value,
+        amount=data.amount,
+        funded_by=data.funded_by,
+        seller_share=data.seller_share,
+        bonus_percent=data.bonus_percent,
+        currency=order.currency,
+        ceiling=(await order_money(session, order_id=order.id)).refundable,
+    )
     if check_role:
-        if bonus and actor.role == Role.SELLER:
-            raise Forbidden("a bonus is the operator's money: a shop cannot grant one")
         seller = await session.get(Seller, order.seller_id) if actor.role == Role.SELLER else None
-        _check_role(
-            actor,
+        used = await compensation_on_order(session, order_id=order.id, currency=order.currency)
+        if committed is not None:
+            used += await committed(session, order.id)
+        rules.check_grant(
+            actor.role.value,
             funded_by=data.funded_by,
-            amount=amount + bonus,
-            order=order,
-            seller=seller,
-            limit=settings.agent_goodwill_limit,
+            grant=grant.split,
+            used=used,
+            budget=rules.budget_in(
+                seller.refund_budget_amount if seller else None,
+                seller.refund_budget_currency if seller else None,
+                order.currency,
+            ),
+            goodwill_limit=settings.agent_goodwill_limit,
         )
+    split = grant.split
     now = utcnow()
     refund = Refund(
         id=f"rfd_{uuid.uuid4().hex}",
@@ -253,12 +196,12 @@ async def grant_refund(
         dispute_id=data.dispute_id,
         source_key=source_key,
         kind=data.kind.value,
-        amount=amount,
+        amount=grant.amount,
         currency=order.currency,
         funded_by=data.funded_by,
-        seller_amount=seller_part,
-        operator_amount=operator_part,
-        bonus_amount=bonus,
+        seller_amount=split.seller,
+        operator_amount=split.operator,
+        bonus_amount=split.bonus,
         reason=data.reason,
         # Credit and promo codes live in our ledger: granted is done. Refunds wait for the provider.
         status="pending" if data.kind in PROVIDER_KINDS else "succeeded",
@@ -290,7 +233,7 @@ async def grant_refund(
         session,
         kind=TransactionKind.REFUND_ISSUED,
         reference=f"refund:{refund.id}:issued",
-        entries=issue_entries(seller_part, operator_part, order.currency, order.buyer_id, order.seller_id),
+        entries=issue_entries(split.seller, split.operator, order.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
     )
     return _read(refund)

@@ -142,7 +142,8 @@ def test_who_may_open_and_see(client: TestClient[Any], case: Case) -> None:
     assert [d["dispute_id"] for d in mine] == [dispute["dispute_id"]]
 
 
-def test_offer_accepted_waits_for_the_refund(case: Case) -> None:
+def test_offer_accepted_waits_for_the_refund(client: TestClient[Any], auth: Tokens, world: World) -> None:
+    case = Case(client, auth, world, refund_budget=money(2_000))  # a shop offers money within its budget
     case.open()
     case.act(case.seller, "propose", resolution=REFUND_PARTIAL)
     assert case.dispute["status"] == "awaiting_buyer"
@@ -242,11 +243,11 @@ def test_refund_on_shipment_and_the_budget(client: TestClient[Any], auth: Tokens
     small = Case(client, auth, world, refund_budget=money(1_000))
     small.open()
     over = small.act(small.seller, "accept_claim", expect=422)
-    assert over["code"] == "dispute.over_budget"
+    assert over["code"] == "refund.over_budget"
     assert small.get(small.seller)["status"] == "open"  # nothing changed
     none = Case(client, auth, world)
     none.open()
-    assert none.act(none.seller, "accept_claim", expect=422)["code"] == "dispute.over_budget"
+    assert none.act(none.seller, "accept_claim", expect=422)["code"] == "refund.over_budget"
     # A non-money claim needs no budget.
     swap = Case(client, auth, world)
     swap.open(requested={"type": "replacement"})
@@ -263,9 +264,9 @@ def test_invalid_transitions_list_the_allowed_ones(case: Case) -> None:
     bad = case.act(case.buyer, "teleport", expect=400)
     assert bad["code"] == "validation_error"
     over = case.act(case.seller, "propose", expect=422, resolution={**REFUND_PARTIAL, "amount": money(6000)})
-    assert over["code"] == "dispute.amount_exceeds_refundable"
-    funded = case.act(case.seller, "propose", expect=422, resolution={**REFUND_PARTIAL, "funded_by": "operator"})
-    assert funded["code"] == "dispute.funding_not_allowed"
+    assert over["code"] == "refund.exceeds_refundable"
+    funded = case.act(case.seller, "propose", expect=403, resolution={**REFUND_PARTIAL, "funded_by": "operator"})
+    assert funded["code"] == "refund.funding_not_allowed"
     currency = case.act(case.seller, "propose", expect=422, resolution={**REFUND_PARTIAL, "amount": money(100, "USD")})
     assert currency["code"] == "money.currency_mismatch"
     assert [e["action"] for e in case.events()] == ["open"]  # refusals leave no trace

@@ -82,12 +82,12 @@ def test_role_rules(client: TestClient[Any], auth: Tokens, case: Case) -> None:
     for who in (case.buyer, case.finance, auth.marketplace):
         grant(client, who, 403, **partial, funded_by="operator")
     # Agents: operator goodwill only, up to the limit (5 000 by default).
-    assert grant(client, case.agent, 403, **partial, funded_by="seller")["code"] == "forbidden"
+    assert grant(client, case.agent, 403, **partial, funded_by="seller")["code"] == "refund.funding_not_allowed"
     limit = grant(client, case.agent, 422, order_id=order, kind="partial", amount=money(5_001), funded_by="operator")
     assert limit["code"] in ("refund.over_goodwill_limit", "refund.exceeds_refundable")
     assert grant(client, case.agent, **partial, funded_by="operator")["status"] == "pending"
     # Shops: their own orders, seller-funded, within budget (2 000 here).
-    grant(client, case.seller, 403, **partial, funded_by="operator")
+    assert grant(client, case.seller, 403, **partial, funded_by="operator")["code"] == "refund.funding_not_allowed"
     grant(client, case.other_shop, 404, **partial, funded_by="seller")
     over = grant(client, case.seller, 422, order_id=order, kind="partial", amount=money(2_500), funded_by="seller")
     assert over["code"] == "refund.over_budget"
@@ -193,7 +193,7 @@ def test_a_dispute_refund_resolves_the_dispute_or_flags_it(
     client: TestClient[Any], settings: Settings, auth: Tokens, world: World
 ) -> None:
     escrow = FakeEscrow()
-    paid = Case(client, auth, world)
+    paid = Case(client, auth, world, refund_budget=money(2_000))
     paid.open()
     paid.act(paid.seller, "propose", resolution={"type": "refund_partial", "amount": money(1_500)})
     paid.act(paid.buyer, "accept_offer")
