@@ -238,6 +238,12 @@ def test_the_assignee_is_an_operator_matter(client: TestClient[Any], cast: Cast)
 
 def test_an_offers_funding_is_hidden_from_the_buyer_it_is_made_to(cast: Cast) -> None:
     cast.open()
+    budget = cast.client.put(
+        f"/v1/sellers/{cast.shop}",
+        json={"name": "Shop", "settings": {"refund_budget": money(10_000)}},
+        headers=cast.marketplace,
+    )
+    assert budget.status_code in (200, 201), budget.text
     offer = {"type": "refund_partial", "amount": money(1_500), "funded_by": "seller"}
     as_seller = cast.act(cast.seller, "propose", resolution=offer)
     assert as_seller["offer"]["funded_by"] == "seller"
