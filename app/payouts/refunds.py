@@ -137,8 +137,8 @@ def _net(entries: list[Entry]) -> list[Entry]:
 
 
 def _check_role(actor: Actor, *, funded_by: str, amount: int, order: Order, seller: Seller | None, limit: int) -> None:
-    """SPEC section 7: arbitrators (and admins) any refund; agents operator-funded goodwill up to a limit;
-    sellers their own orders, seller-funded, within their refund budget; nobody else."""
+    """Who may grant (docs/api.md, Refunds): arbitrators (and admins) any refund; agents operator-funded
+    goodwill up to a limit; sellers their own orders, seller-funded, within their refund budget; nobody else."""
     role = actor.role
     if role in (Role.ARBITRATOR, Role.ADMIN):
         return
