@@ -27,8 +27,14 @@ from app.errors import BusinessRuleViolation, ValidationFailed
 
 KEY_TTL = timedelta(hours=24)
 
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
 MAX_KEY_LENGTH = 255
+IdempotencyKey = Annotated[
+    str | None, HeaderParameter(name="Idempotency-Key", required=False, min_length=1, max_length=MAX_KEY_LENGTH)
+]
+# POST /v1/refunds: money moves, so a retry must be recognisable; a request without a key is a 400.
+RequiredIdempotencyKey = Annotated[
+    str, HeaderParameter(name="Idempotency-Key", required=True, min_length=1, max_length=MAX_KEY_LENGTH)
+]
 
 
 class IdempotencyRecord(Base):

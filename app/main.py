@@ -14,7 +14,6 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -24,6 +23,7 @@ from app.disputes.controller import DisputeController, QueueController
 from app.errors import handle_exception
 from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
+from app.openapi import DescribedJson, LocalSwagger, assets_router
 from app.orders.controller import OrderController
 from app.payouts.controller import (
     BuyerCreditController,
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             StripeWebhookController,
             ProviderEventController,
             events_socket,
+            assets_router(),
         ],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
@@ -119,7 +120,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             title="SAV — tripartite after-sales backend",
             version="0.1.0",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[LocalSwagger(), DescribedJson()],
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),

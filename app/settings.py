@@ -47,7 +47,7 @@ class Settings:
     worker_poll_seconds: float = 1.0
     # Disputes: an order at or above this amount (minor units) makes its dispute critical.
     dispute_critical_amount: int = 50_000
-    # Operator SLA (seed figures of the contract): first response and resolution, per priority.
+    # Operator SLA (docs/api.md, The operator queue): first response and resolution, per priority.
     sla_critical_first_response_seconds: int = 3_600
     sla_critical_resolution_seconds: int = 86_400
     sla_standard_first_response_seconds: int = 14_400

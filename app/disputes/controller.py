@@ -88,7 +88,7 @@ class DisputeController(Controller):
             db_session, actor=request.user, dispute_id=dispute_id, limit=limit, cursor=cursor
         )
 
-    @post("/{dispute_id:str}/actions", summary="Take one action (tagged by its `action` field)")
+    @post("/{dispute_id:str}/actions", status_code=200, summary="Take one action (tagged by its `action` field)")
     async def act(
         self,
         request: Request[Actor, str, Any],

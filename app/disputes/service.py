@@ -781,7 +781,7 @@ async def _unfreeze_escrow(session: AsyncSession, dispute: Dispute) -> None:
 
 
 def webhook_types(action: str, from_status: str | None, to_status: str) -> list[str]:
-    """The outbound event types (SPEC section 9) a transition announces."""
+    """The outbound event types (docs/webhooks.md) a transition announces."""
     types = {
         "open": ["dispute.opened"],
         "decide": ["dispute.decided"],

@@ -4,7 +4,7 @@ No I/O here. The service loads a dispute, asks :func:`apply` what an action does
 with its audit event in one transaction. ``allowed_actions`` and ``next_action_by`` in every response
 come from the same tables, so what a client is offered is exactly what would be accepted.
 
-The contract's table (SPEC section 6) is ``TRANSITIONS`` plus ``WHO``. A few targets depend on the
+The actions table of docs/api.md is ``TRANSITIONS`` plus ``WHO``. A few targets depend on the
 resolution or the shop (``accept_offer`` → awaiting_return when a return is required, else resolving
 for money and resolved for the rest); those choices are small functions below the tables.
 """

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Actor
 from app.disputes import service as disputes
 from app.errors import ServiceUnavailable, ValidationFailed
-from app.idempotency import IdempotencyKey, idempotent
+from app.idempotency import RequiredIdempotencyKey, idempotent
 from app.payouts import credit, provider_events, refunds
 from app.payouts.escrow import InvalidSignature, UnreadableEvent
 from app.payouts.models import Refund
@@ -45,11 +45,8 @@ class RefundController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         data: StrictBody[RefundCreate],
-        idempotency_key: IdempotencyKey = None,
+        idempotency_key: RequiredIdempotencyKey,
     ) -> Response[RefundRead]:
-        if not idempotency_key:
-            raise ValidationFailed("refunds need an Idempotency-Key header", field="header:Idempotency-Key")
-
         async def call() -> tuple[int, RefundRead]:
             refund = await refunds.grant_refund(
                 db_session,

@@ -135,7 +135,7 @@ def budget_in(amount: int | None, budget_currency: str | None, currency: str) ->
 def check_grant(
     role: str, *, funded_by: str, grant: Split, used: Split, budget: int | None, goodwill_limit: int
 ) -> None:
-    """What a role may grant on one order on its own (SPEC section 7), counting what is ``used`` already:
+    """What a role may grant on one order on its own (docs/api.md, Refunds), counting what is ``used`` already:
     arbitrators and admins anything; agents operator-funded goodwill while the order's operator-funded
     total stays within ``goodwill_limit``; a shop its own seller-funded compensation while the order's
     seller-funded total stays within its ``budget``; nobody else."""

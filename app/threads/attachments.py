@@ -29,6 +29,8 @@ _SIGNATURES: list[tuple[bytes, int, str]] = [
     (b"GIF89a", 0, "image/gif"),
     (b"%PDF-", 0, "application/pdf"),
 ]
+# Every type sniff() can answer: what a download may be served as.
+CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain")
 
 
 def sniff(data: bytes) -> str | None:

@@ -1,5 +1,5 @@
-"""Disputes through the API: every path of the contract's table, visibility, roles, conflicts, the queue,
-the audit timeline, escrow, CSAT and concurrency — on SQLite and PostgreSQL."""
+"""Disputes through the API: every path of the actions table (docs/api.md), visibility, roles, conflicts,
+the queue, the audit timeline, escrow, CSAT and concurrency — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sellers and orders pushed by the marketplace (SPEC section 3)."""
+"""Sellers and orders pushed by the marketplace (docs/api.md, Sellers and orders)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The full matrix of SPEC section 2: every role x every audience x own/foreign order, for get, list,
-messages and post. Expectations are written from the contract's table, not from the policy file."""
+"""The full matrix of the audience table (docs/api.md, Threads): every role x every audience x own/foreign
+order, for get, list, messages and post. Expectations are written from the documented table, not from the policy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.conftest import Tokens, World, uid
 
 AUDIENCES = ["tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal"]
 
-# (caller, audiences it may read and write) — straight from the contract's table.
+# (caller, audiences it may read and write) — straight from the audience table of docs/api.md.
 EXPECTED: dict[str, set[str]] = {
     "own buyer": {"tripartite", "buyer_seller", "operator_buyer"},
     "other buyer": set(),
@@ -108,7 +108,7 @@ def test_finance_and_marketplace_get_403_on_every_thread_endpoint(
         assert response.json()["code"] == "forbidden"
 
 
-# Who may open which audience (SPEC section 2): buyer -> tripartite, buyer_seller (own order),
+# Who may open which audience (docs/api.md, Threads): buyer -> tripartite, buyer_seller (own order),
 # operator_buyer; seller -> tripartite, buyer_seller (own order), operator_seller; staff -> any.
 OPEN_EXPECTED = {
     "own buyer": {

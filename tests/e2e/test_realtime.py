@@ -1,4 +1,4 @@
-"""Section 5 of the contract, end to end: delivery, visibility, order, resume, bad tokens, slow
+"""Real time (docs/api.md), end to end: delivery, visibility, order, resume, bad tokens, slow
 consumers — a real uvicorn process, real `websockets` clients."""
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ PAYLOADS: dict[Action, dict[str, Any]] = {
     Action.APPEAL: {"note": "unfair"},
 }
 
-# The contract's table: action -> (statuses it is taken from, who may take it).
+# The actions table of docs/api.md: action -> (statuses it is taken from, who may take it).
 CONTRACT: dict[Action, tuple[set[Status], set[Caller]]] = {
     Action.PROPOSE: ({Status.OPEN}, {SELLER, AGENT, ARBITRATOR, OTHER_ARBITRATOR, ADMIN}),
     Action.ACCEPT_OFFER: ({Status.AWAITING_BUYER}, {BUYER}),
