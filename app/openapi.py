@@ -101,7 +101,7 @@ OPERATIONS: dict[str, Op] = {
     "PUT /v1/orders/{order_id}": Op(
         problems={
             403: FORBIDDEN,
-            409: ("order.immutable",),
+            409: ("order.immutable", "order.charge_in_use"),
             422: (
                 "order.lines_mismatch",
                 "order.commission_exceeds_total",
@@ -168,13 +168,13 @@ OPERATIONS: dict[str, Op] = {
     "GET /v1/disputes/{dispute_id}/events": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
     "POST /v1/disputes/{dispute_id}/actions": Op(
         problems={
-            403: FORBIDDEN,
+            403: (*FORBIDDEN, "refund.funding_not_allowed"),
             404: NOT_FOUND,
             409: ("dispute.invalid_transition", "dispute.already_claimed"),
             422: (
-                "dispute.over_budget",
-                "dispute.funding_not_allowed",
-                "dispute.amount_exceeds_refundable",
+                "refund.over_budget",
+                "refund.over_goodwill_limit",
+                "refund.exceeds_refundable",
                 "dispute.reopen_not_allowed",
                 "dispute.appeal_not_allowed",
                 "dispute.decide_not_allowed",
@@ -195,7 +195,7 @@ OPERATIONS: dict[str, Op] = {
     # refunds, store credit, promo codes, Stripe
     "POST /v1/refunds": Op(
         problems={
-            403: FORBIDDEN,
+            403: (*FORBIDDEN, "refund.funding_not_allowed"),
             404: NOT_FOUND,
             422: (
                 "refund.exceeds_refundable",
@@ -207,6 +207,7 @@ OPERATIONS: dict[str, Op] = {
     ),
     "GET /v1/refunds": Op(problems={403: FORBIDDEN}),
     "GET /v1/refunds/{refund_id}": Op(problems={404: NOT_FOUND}),
+    "GET /v1/provider-events": Op(problems={403: FORBIDDEN}),
     "GET /v1/buyers/{buyer_id}/credit": Op(problems={404: NOT_FOUND}),
     "POST /v1/buyers/{buyer_id}/credit/redemptions": Op(
         problems={
