@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import noload
 
-from app.auth import Actor, Role
+from app.auth import SYSTEM_ACTOR, Actor, Role
 from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
 from app.money import Money
@@ -31,6 +31,7 @@ from app.payouts import credit, ledger
 from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, ProviderEventRecord, Refund
+from app.payouts.refund_events import refund_updated, sees_promo_codes
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import order_money
 from app.permissions.enforcer import Resource, is_allowed
@@ -73,9 +74,19 @@ def _read(refund: Refund, *, credit_note: str | None = None, promo_code: str | N
     )
 
 
+async def _updated(session: AsyncSession, refund: Refund) -> None:
+    """``refund.updated`` on the WebSocket, at the grant and at every status change. Read in full (a
+    provider refund has no credit note or promo code to look up); the hub hides what a reader may not see."""
+    await refund_updated(
+        session, _read(refund) if refund.kind in PROVIDER_KINDS else await _read_one(session, refund, SYSTEM_ACTOR)
+    )
+
+
 async def _announce(session: AsyncSession, refund: Refund, now: datetime) -> None:
     """``refund.succeeded`` / ``refund.failed`` to the marketplace's webhook endpoints (outbox, same
-    transaction as the outcome). The event id is derived from the refund: one event per outcome."""
+    transaction as the outcome; the event id is derived from the refund: one event per outcome), and
+    ``refund.updated`` on the WebSocket."""
+    await _updated(session, refund)
     event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{refund.id}:{refund.status}').hex}"
     await webhooks.enqueue(
         session,
@@ -292,6 +303,7 @@ async def grant_refund(
         entries=issue_entries(seller_part, operator_part, order.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
     )
+    await _updated(session, refund)
     return _read(refund)
 
 
@@ -333,7 +345,7 @@ async def _extras(
         )
     ).all():
         found[refund_id] = (number, None)
-    if actor.role != Role.SELLER:
+    if sees_promo_codes(actor):
         for refund_id, code in (
             await session.execute(
                 select(PromoCode.refund_id, PromoCode.code).where(PromoCode.refund_id.in_(refund_ids))
