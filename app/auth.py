@@ -87,17 +87,20 @@ class TokenDecoder:
         raise Unauthenticated("the token's key id is not in the configured JWKS", code="auth.invalid_token")
 
     def decode(self, token: str) -> Actor:
+        return self.decode_with_expiry(token)[0]
+
+    def decode_with_expiry(self, token: str) -> tuple[Actor, float]:
+        """The actor and the token's ``exp`` (Unix seconds): a long-lived connection ends there."""
         remembered = self._verified.get(token)
         if remembered is not None:
-            actor, expires_at = remembered
-            if time.time() < expires_at:
-                return actor
+            if time.time() < remembered[1]:
+                return remembered
             del self._verified[token]
-        actor, expires_at = self._verify(token)
-        self._verified[token] = (actor, expires_at)
+        verified = self._verify(token)
+        self._verified[token] = verified
         if len(self._verified) > self.CACHE_SIZE:
             self._verified.popitem(last=False)
-        return actor
+        return verified
 
     def _verify(self, token: str) -> tuple[Actor, float]:
         try:

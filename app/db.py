@@ -44,13 +44,16 @@ def utcnow() -> datetime:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    # hide_parameters: statement parameters (message bodies, promo codes, webhook secrets) never appear in
+    # error messages or logs; an IntegrityError's text is logged with its traceback.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,

@@ -25,6 +25,7 @@ from app.health import HealthController
 from app.observability import configure_logging, request_id_middleware
 from app.openapi import DescribedJson, LocalSwagger, assets_router
 from app.orders.controller import OrderController
+from app.payouts import refund_events
 from app.payouts.controller import (
     BuyerCreditController,
     PromoCodeController,
@@ -54,7 +55,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     worker = (
         Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings) if settings.run_worker else None
     )
-    hub = Hub(engine, channels, poll_seconds=settings.worker_poll_seconds, queue_size=settings.ws_queue_size)
+    hub = Hub(
+        engine,
+        channels,
+        poll_seconds=settings.worker_poll_seconds,
+        queue_size=settings.ws_queue_size,
+        personalizers={refund_events.EVENT_TYPE: refund_events.as_seen_by},
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

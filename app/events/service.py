@@ -27,7 +27,8 @@ SEQUENCER_LOCK = 7_431_001  # any constant: one sequencer at a time across proce
 SEQUENCE_BATCH = 1_000
 THREAD_KINDS = [f"thread:{a}" for a in ("tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal")]
 # Every kind of resource events are about; the policy's read lines for each say who receives them.
-EVENT_KINDS = [*THREAD_KINDS, "dispute"]
+# A refund is read by whoever may read its order.
+EVENT_KINDS = [*THREAD_KINDS, "dispute", "order"]
 
 _events: Table = Event.__table__  # type: ignore[assignment]
 _INSERT = insert(_events)
@@ -105,7 +106,7 @@ def visible_events(actor: Actor, reader: str) -> Any:
 
 async def visible_after(connection: AsyncConnection, *, actor: Actor, reader: str, after: int, limit: int) -> list[Any]:
     rows = await connection.execute(
-        select(Event.seq, Event.type, Event.actor, Event.payload)
+        select(Event.seq, Event.type, Event.actor, Event.payload, Event.resource_kind, Event.buyer_id, Event.seller_id)
         .where(Event.seq > after, visible_events(actor, reader))
         .order_by(Event.seq)
         .limit(limit)

@@ -31,6 +31,7 @@ from app.payouts import credit, ledger, provider_events, rules
 from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, Refund
+from app.payouts.refund_events import refund_updated
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.payouts.service import compensation_on_order, lock_order, order_money
 from app.permissions import disclosure
@@ -73,9 +74,21 @@ def _read(refund: Refund, *, credit_note: str | None = None, promo_code: str | N
     )
 
 
+async def _updated(session: AsyncSession, refund: Refund) -> None:
+    """``refund.updated`` on the WebSocket, at the grant and at every status change. Read in full (a
+    provider refund has no credit note or promo code to look up); the hub hides what a reader may not see."""
+    if refund.kind in PROVIDER_KINDS:
+        await refund_updated(session, _read(refund))
+        return
+    note, code = (await _extras(session, [refund.id], None)).get(refund.id, (None, None))
+    await refund_updated(session, _read(refund, credit_note=note, promo_code=code))
+
+
 async def _announce(session: AsyncSession, refund: Refund, now: datetime) -> None:
     """``refund.succeeded`` / ``refund.failed`` to the marketplace's webhook endpoints (outbox, same
-    transaction as the outcome). The event id is derived from the refund: one event per outcome."""
+    transaction as the outcome; the event id is derived from the refund: one event per outcome), and
+    ``refund.updated`` on the WebSocket."""
+    await _updated(session, refund)
     event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{refund.id}:{refund.status}').hex}"
     await webhooks.enqueue(
         session,
@@ -236,6 +249,7 @@ async def grant_refund(
         entries=issue_entries(split.seller, split.operator, order.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
     )
+    await _updated(session, refund)
     return _read(refund)
 
 
@@ -280,10 +294,11 @@ def _disclosed(read: RefundRead, actor: Actor, buyer_id: str, seller_id: str) ->
 
 
 async def _extras(
-    session: AsyncSession, refund_ids: list[str], actor: Actor
+    session: AsyncSession, refund_ids: list[str], actor: Actor | None
 ) -> dict[str, tuple[str | None, str | None]]:
     """Credit note numbers and promo codes of these refunds. A promo code is a bearer secret of its buyer:
-    shops never see it."""
+    the policy's ``promo_code`` lines say who else reads it (never a shop). ``actor=None`` reads them all,
+    for the ``refund.updated`` event, which the hub then shows each reader as the policy allows."""
     found: dict[str, tuple[str | None, str | None]] = {}
     if not refund_ids:
         return found
@@ -293,7 +308,7 @@ async def _extras(
         )
     ).all():
         found[refund_id] = (number, None)
-    if not may_ever(actor, "promo_code", "read"):
+    if actor is not None and not may_ever(actor, "promo_code", "read"):
         return found
     for refund_id, code, buyer_id, seller_id in (
         await session.execute(
@@ -303,7 +318,9 @@ async def _extras(
             .where(PromoCode.refund_id.in_(refund_ids))
         )
     ).all():
-        if is_allowed(actor, Resource(kind="promo_code", buyer_id=buyer_id, seller_id=seller_id), "read"):
+        if actor is None or is_allowed(
+            actor, Resource(kind="promo_code", buyer_id=buyer_id, seller_id=seller_id), "read"
+        ):
             found[refund_id] = (None, code)
     return found
 

@@ -13,6 +13,10 @@
   on the URL resumes at once, with no wait.
 - Back-pressure: each connection has a bounded queue; a consumer too slow to keep it from filling is
   closed with code 4429 and resumes from its last event id. Nobody else waits for it.
+- A connection lives as long as its token: a timer closes it with 4401 at the token's ``exp``, and no
+  frame is written after it (each send checks). Client frames are rate-limited per connection (a token
+  bucket; over it: close 1008), and resumes are coalesced: a resume not yet served is replaced by a newer
+  one, so a flood of resumes costs at most one replay at a time.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -37,11 +42,18 @@ from app.events import service as events
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, relations_for
 from app.threads.rules import reader_key
+from app.threads.ws_connection import (
+    CLOSE_TOO_MANY_FRAMES,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHENTICATED,
+    QUEUE_SIZE,
+    Connection,
+    Ended,
+)
 
 logger = logging.getLogger("sav.ws")
 
 CHANNEL = "sav-events"
-QUEUE_SIZE = 1_000
 REPLAY_PAGE = 500
 # After a catch-up that found events, wait this long before the next: under load, commits arriving in the
 # meantime are numbered and fanned out together (one sequencer transaction for many events).
@@ -49,32 +61,26 @@ BATCH_WINDOW = 0.003
 AUTH_TIMEOUT = 10.0
 # How long live events are held after `ready` while the client may still send its resume frame.
 RESUME_GRACE = 0.5
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_TOO_SLOW = 4429
 CLOSE_BAD_FRAME = 4400
 
-
-@dataclass(eq=False)
-class Connection:
-    socket: WebSocket[Any, Any, Any]
-    actor: Actor
-    reader: str
-    queue: asyncio.Queue[tuple[int, bytes]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
-    last_sent: int = 0
-    # Set when the queue overflowed: the handler then drops what is queued and closes with 4429. Closing
-    # from outside the sender matters: the sender may be stuck writing to a client that reads nothing.
-    too_slow: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set by the first frame the client sends after `ready` (a resume is queued before it is set).
-    spoke: asyncio.Event = field(default_factory=asyncio.Event)
+# Event data that differs by reader beyond the event's visibility (a refund's promo code is not shown to
+# shops): given the reader and the stored data, the data to send, or None to send it as stored.
+Personalizer = Callable[[Actor, dict[str, Any], Resource], dict[str, Any] | None]
 
 
 class Hub:
     """One per process: follows the event log and fans events out to local connections."""
 
     def __init__(
-        self, engine: AsyncEngine, channels: ChannelsPlugin, poll_seconds: float, queue_size: int = QUEUE_SIZE
+        self,
+        engine: AsyncEngine,
+        channels: ChannelsPlugin,
+        poll_seconds: float,
+        queue_size: int = QUEUE_SIZE,
+        personalizers: Mapping[str, Personalizer] | None = None,
     ) -> None:
         self.engine = engine
+        self.personalizers = dict(personalizers or {})
         self.queue_size = queue_size
         self.channels = channels
         self.poll_seconds = poll_seconds
@@ -187,12 +193,21 @@ class Hub:
                 continue
             if frame is None:
                 frame = render(row.seq, row.type, row.payload)
-            data = personalize(row, connection) or frame
+            data = self.personalize(row, connection) or frame
             try:
                 connection.queue.put_nowait((row.seq, data))
             except asyncio.QueueFull:
                 self.remove(connection)  # nothing more is offered to it; it resumes from the log
-                connection.too_slow.set()
+                connection.end(CLOSE_TOO_SLOW, "", "too slow: resume from your last event id")
+
+    def personalize(self, row: Any, connection: Connection) -> bytes | None:
+        """The frame of an event whose data differs for this reader, or None when the shared one fits."""
+        personalizer = self.personalizers.get(row.type)
+        if personalizer is None:
+            return personalize(row, connection)
+        resource = Resource(kind=row.resource_kind, buyer_id=row.buyer_id or "", seller_id=row.seller_id or "")
+        data = personalizer(connection.actor, msgspec.json.decode(row.payload), resource)
+        return None if data is None else render(row.seq, row.type, msgspec.json.encode(data).decode())
 
 
 def render(event_id: int, event_type: str, payload: str) -> bytes:
@@ -239,7 +254,7 @@ class PingFrame(ClientFrame, tag="ping"):
 _frames = msgspec.json.Decoder(AuthFrame | ResumeFrame | PingFrame)
 
 
-async def _authenticate(socket: WebSocket[Any, Any, Any], decoder: TokenDecoder) -> Actor | None:
+async def _authenticate(socket: WebSocket[Any, Any, Any], decoder: TokenDecoder) -> tuple[Actor, float] | None:
     token = socket.query_params.get("token")
     try:
         if token is None:
@@ -248,61 +263,72 @@ async def _authenticate(socket: WebSocket[Any, Any, Any], decoder: TokenDecoder)
             if not isinstance(frame, AuthFrame):
                 raise Unauthenticated('the first frame must be {"type": "auth", "token": ...}')
             token = frame.token
-        return decoder.decode(token)
+        return decoder.decode_with_expiry(token)
     except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
         reason = exc.detail if isinstance(exc, Unauthenticated) else "authentication required"
-        await socket.send_json({"type": "error", "code": "auth.invalid_token", "detail": reason})
+        code = exc.code if isinstance(exc, Unauthenticated) else "auth.invalid_token"
+        await socket.send_json({"type": "error", "code": code, "detail": reason})
         await socket.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
         return None
 
 
-async def _replay(connection: Connection, engine: AsyncEngine, after: int) -> None:
+async def _send(connection: Connection, event_id: int, data: bytes) -> None:
+    if connection.expired():  # checked at each send: the timer may fire late, this may not
+        raise Ended
+    await connection.socket.send_data(data, mode="text")
+    connection.last_sent = event_id
+
+
+async def _replay(connection: Connection, hub: Hub, after: int) -> None:
     while True:
-        async with engine.connect() as conn:
+        async with hub.engine.connect() as conn:
             rows = await events.visible_after(
                 conn, actor=connection.actor, reader=connection.reader, after=after, limit=REPLAY_PAGE
             )
         for row in rows:
-            data = personalize(row, connection) if row.type in PERSONALIZED else None
-            await connection.socket.send_data(data or render(row.seq, row.type, row.payload), mode="text")
-            connection.last_sent = after = row.seq
+            data = hub.personalize(row, connection)
+            await _send(connection, row.seq, data or render(row.seq, row.type, row.payload))
+            after = row.seq
         if len(rows) < REPLAY_PAGE:
             return
 
 
-async def _send_live(connection: Connection, engine: AsyncEngine, resume: asyncio.Queue[int]) -> None:
-    if resume.empty():
+async def _send_live(connection: Connection, hub: Hub) -> None:
+    if connection.resume_after is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(connection.spoke.wait(), RESUME_GRACE)
     while True:
         item = await connection.queue.get()
-        while not resume.empty():
+        while connection.resume_after is not None:
             # Rewind to what the client says it has, replay from the log, then carry on with live events
-            # newer than the replay (older ones are skipped below): strictly increasing ids, no gap.
-            after = resume.get_nowait()
+            # newer than the replay (older ones are skipped below): strictly increasing ids, no gap. A
+            # resume received meanwhile replaced any earlier unserved one, and is served next.
+            after, connection.resume_after = connection.resume_after, None
             connection.last_sent = after
-            await _replay(connection, engine, after)
+            await _replay(connection, hub, after)
         if item == (-1, b""):
             continue  # a nudge so a pending resume is served
         event_id, data = item
         if event_id <= connection.last_sent:
             continue  # already sent by a replay
-        await connection.socket.send_data(data, mode="text")
-        connection.last_sent = event_id
+        await _send(connection, event_id, data)
 
 
-async def _receive(connection: Connection, resume: asyncio.Queue[int]) -> None:
+async def _receive(connection: Connection) -> None:
     while True:
         raw = await connection.socket.receive_data(mode="text")
+        if connection.expired():
+            raise Ended
+        if not connection.frames.take():
+            connection.end(CLOSE_TOO_MANY_FRAMES, "ws.too_many_frames", "too many frames: slow down")
+            raise Ended
         try:
             frame = _frames.decode(raw)
         except msgspec.DecodeError as exc:
             await connection.socket.send_json({"type": "error", "code": "validation_error", "detail": str(exc)})
             continue
         if isinstance(frame, ResumeFrame):
-            await resume.put(max(frame.after_event_id, 0))
-            with contextlib.suppress(asyncio.QueueFull):
-                connection.queue.put_nowait((-1, b""))
+            connection.request_resume(max(frame.after_event_id, 0))
         elif isinstance(frame, PingFrame):
             await connection.socket.send_json({"type": "pong"})
         connection.spoke.set()
@@ -312,38 +338,51 @@ async def _receive(connection: Connection, resume: asyncio.Queue[int]) -> None:
 async def events_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     state = socket.app.state
-    actor = await _authenticate(socket, state.token_decoder)
-    if actor is None:
+    authenticated = await _authenticate(socket, state.token_decoder)
+    if authenticated is None:
         return
+    actor, expires_at = authenticated
     hub: Hub = state.hub
-    connection = Connection(socket=socket, actor=actor, reader=reader_key(actor), queue=asyncio.Queue(hub.queue_size))
+    connection = Connection(
+        socket=socket,
+        actor=actor,
+        reader=reader_key(actor),
+        queue=asyncio.Queue(hub.queue_size),
+        expires_at=expires_at,
+    )
     connection.last_sent = hub.last_id
     hub.add(connection)
-    resume: asyncio.Queue[int] = asyncio.Queue()
+    timer = asyncio.get_running_loop().call_later(max(expires_at - time.time(), 0.0), connection.expired)
     after = socket.query_params.get("after_event_id")
     try:
         await socket.send_json({"type": "ready", "last_event_id": hub.last_id})
         if after is not None and after.isdigit():
-            resume.put_nowait(int(after))
-            connection.queue.put_nowait((-1, b""))  # wake the sender: it replays before anything live
+            connection.request_resume(int(after))  # the sender replays before anything live
         elif after is not None:
             detail = f"after_event_id must be a non-negative integer, not {after!r}"
             await socket.send_json({"type": "error", "code": "validation_error", "detail": detail})
-        sender = asyncio.create_task(_send_live(connection, hub.engine, resume))
-        receiver = asyncio.create_task(_receive(connection, resume))
-        too_slow = asyncio.create_task(connection.too_slow.wait())
-        done, pending = await asyncio.wait({sender, receiver, too_slow}, return_when=asyncio.FIRST_COMPLETED)
+        sender = asyncio.create_task(_send_live(connection, hub))
+        receiver = asyncio.create_task(_receive(connection))
+        ended = asyncio.create_task(connection.ended.wait())
+        done, pending = await asyncio.wait({sender, receiver, ended}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        if too_slow in done:
-            # The close frame queues behind the frames already written. A client that never reads again
-            # is dropped by uvicorn: its close timer, or its keepalive ping going unanswered.
-            done.discard(too_slow)
-            with contextlib.suppress(Exception):
-                await connection.socket.close(code=CLOSE_TOO_SLOW, reason="too slow: resume from your last event id")
+        done.discard(ended)
+        if connection.closing is not None:
+            await _close(connection, *connection.closing)
         for task in done:
             exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect):
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | Ended):
                 logger.warning("websocket ended with %r", exc)
     finally:
+        timer.cancel()
         hub.remove(connection)
+
+
+async def _close(connection: Connection, code: int, error: str, reason: str) -> None:
+    """The close frame queues behind the frames already written. A client that never reads again is
+    dropped by uvicorn: its close timer, or its keepalive ping going unanswered."""
+    with contextlib.suppress(Exception):
+        if error:  # not for a client too slow to read it
+            await asyncio.wait_for(connection.socket.send_json({"type": "error", "code": error, "detail": reason}), 1)
+        await connection.socket.close(code=code, reason=reason)

@@ -93,3 +93,14 @@ def test_a_remembered_token_is_still_refused_once_expired(settings: Settings) ->
     time.sleep(1.2)
     with pytest.raises(Unauthenticated):
         decoder.decode(token)
+
+
+def test_the_decoder_gives_the_tokens_expiry_and_remembers_it(settings: Settings) -> None:
+    from app.auth import TokenDecoder, issue_token
+
+    decoder = TokenDecoder(settings)
+    token = issue_token(settings, sub="u1", role="buyer", ttl_seconds=600)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert decoder.decode_with_expiry(token) == (decoder.decode(token), float(exp))
+    decoder._verify = None  # type: ignore[assignment,method-assign]  # a second verification would fail
+    assert decoder.decode_with_expiry(token)[1] == float(exp)

@@ -38,7 +38,7 @@ class Service:
             "SAV_DATABASE_URL": database_url,
             "SAV_JWT_SECRET": TEST_SECRET,
             "SAV_ENV": "test",
-            "SAV_LOG_LEVEL": "WARNING",
+            "SAV_LOG_LEVEL": "INFO",  # so that a grep of a run's server logs for secrets means something
             "SAV_RUN_WORKER": "false",
             "SAV_WORKER_POLL_SECONDS": "0.5",
             "SAV_ATTACHMENTS_DIR": str(tmp / "attachments"),

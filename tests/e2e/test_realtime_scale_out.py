@@ -101,6 +101,9 @@ def post_many(service: Service, headers: dict[str, str], thread: dict[str, Any],
     return posted
 
 
+BATCH = 50  # well under the queue size (100) the service below runs with
+
+
 def test_a_slow_consumer_is_closed_and_then_resumes_completely(
     db_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -121,16 +124,21 @@ def test_a_slow_consumer_is_closed_and_then_resumes_completely(
             )
             watcher = await open_socket(service, w["buyer"])
             try:
-                posting = asyncio.create_task(asyncio.to_thread(post_many, service, w["seller"], thread, 600))
-                # Other clients are not held back by the slow one: the watcher sees every message live.
+                # Other clients are not held back by the slow one: the watcher sees every message live. The
+                # next batch is posted once the watcher has this one, so the watcher (a normal client, with the
+                # same queue size) never falls SAV_WS_QUEUE_SIZE behind however loaded the machine is, while
+                # the slow one, which reads nothing, overflows its queue all the same.
+                posted: list[str] = []
                 seen: list[str] = []
-                while not (posting.done() and seen and seen[-1] == posting.result()[-1]):
-                    seen += [
-                        e["data"]["message_id"]
-                        for e in await next_events(watcher, 1, timeout=10)
-                        if e["type"] == "message.created"
-                    ]
-                posted = posting.result()
+                for _ in range(600 // BATCH):
+                    batch = await asyncio.to_thread(post_many, service, w["seller"], thread, BATCH)
+                    posted += batch
+                    while not seen or seen[-1] != batch[-1]:
+                        seen += [
+                            e["data"]["message_id"]
+                            for e in await next_events(watcher, 1, timeout=10)
+                            if e["type"] == "message.created"
+                        ]
                 assert seen[-len(posted) :] == posted
 
                 got, close_code = await read_until_closed(slow)
