@@ -12,6 +12,7 @@ from app.auth import Actor
 from app.disputes import service as disputes
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import IdempotencyKey, idempotent
+from app.keys import compound_key
 from app.payouts import credit, refunds
 from app.payouts.escrow import InvalidSignature
 from app.payouts.models import Refund
@@ -53,7 +54,8 @@ class RefundController(Controller):
                 db_session,
                 actor=request.user,
                 data=decode(RefundCreate, data),
-                source_key=f"api:{request.user.id}:{idempotency_key}",
+                # The caller's whole identity: two shops' members with one user id and one key are two refunds.
+                source_key=compound_key("api", *request.user.key_parts, idempotency_key.strip()),
                 settings=settings,
             )
             return 201, refund
