@@ -56,6 +56,10 @@ UserId = Annotated[
     ),
 ]
 
+# Event ids are PostgreSQL BIGINTs: a larger number in a resume would fail in the database, not in validation.
+MAX_EVENT_ID = 2**63 - 1
+EventId = Annotated[int, msgspec.Meta(le=MAX_EVENT_ID)]
+
 _ID = re.compile(ID_PATTERN)
 _USER_ID = re.compile(USER_ID_PATTERN)
 # C0 controls other than tab, newline and carriage return; DEL and the C1 controls; lone surrogates.
@@ -72,6 +76,14 @@ def id_problem(value: str, *, user: bool = False) -> str | None:
         extra = ", @ + |" if user else ""
         return f"may only contain letters, digits and _ . -{extra}, starting with a letter or digit"
     return None
+
+
+def parse_event_id(value: str) -> int | None:
+    """An event id from a URL (``?after_event_id=``): ASCII digits within BIGINT, else None."""
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(MAX_EVENT_ID)):
+        return None
+    number = int(value)
+    return number if number <= MAX_EVENT_ID else None
 
 
 def text_problem(value: str) -> str | None:

@@ -35,6 +35,7 @@ from app.errors import Unauthenticated
 from app.events import notify
 from app.events import service as events
 from app.permissions.enforcer import Resource, is_allowed, relations_for
+from app.schemas import EventId, parse_event_id
 from app.threads.rules import reader_key
 
 logger = logging.getLogger("sav.ws")
@@ -220,7 +221,7 @@ class AuthFrame(ClientFrame, tag="auth"):
 
 
 class ResumeFrame(ClientFrame, tag="resume"):
-    after_event_id: int
+    after_event_id: EventId
 
 
 class PingFrame(ClientFrame, tag="ping"):
@@ -314,8 +315,8 @@ async def events_socket(socket: WebSocket[Any, Any, Any]) -> None:
     after = socket.query_params.get("after_event_id")
     try:
         await socket.send_json({"type": "ready", "last_event_id": hub.last_id})
-        if after is not None and after.isdigit():
-            resume.put_nowait(int(after))
+        if after is not None and (start := parse_event_id(after)) is not None:
+            resume.put_nowait(start)
             connection.queue.put_nowait((-1, b""))  # wake the sender: it replays before anything live
         elif after is not None:
             detail = f"after_event_id must be a non-negative integer, not {after!r}"

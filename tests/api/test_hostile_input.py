@@ -285,3 +285,27 @@ def test_hostile_input_is_a_problem_document_and_writes_nothing(
     assert problem["code"]
     assert problem["detail"]
     assert row_counts() == before
+
+
+def frames(socket: Any, count: int) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(socket.receive_text(timeout=10)) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("url_after", "frame_after"),
+    [("9223372036854775808", None), ("²", None), ("9" * 5000, None), (None, 2**63), (None, 10**30)],
+)
+def test_a_resume_beyond_what_the_event_log_can_number_is_an_error_frame_and_the_socket_lives_on(
+    client: TestClient[Any], auth: Tokens, url_after: str | None, frame_after: int | None
+) -> None:
+    token = auth("agent")["Authorization"].removeprefix("Bearer ")
+    query = f"&after_event_id={url_after}" if url_after is not None else ""
+    with client.websocket_connect(f"/v1/ws?token={token}{query}") as socket:
+        expected = 2 if url_after is not None else 1
+        assert frames(socket, expected)[-1]["type"] == ("error" if url_after is not None else "ready")
+        if frame_after is not None:
+            socket.send_text(msgspec.json.encode({"type": "resume", "after_event_id": frame_after}).decode())
+            error = frames(socket, 1)[0]
+            assert (error["type"], error["code"]) == ("error", "validation_error")
+        socket.send_text('{"type": "ping"}')
+        assert frames(socket, 1)[0]["type"] == "pong"
