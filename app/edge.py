@@ -33,6 +33,7 @@ API_PREFIX = "/v1/"
 MAX_PARAMETER_LENGTH = 512
 USER_ID_PARAMETERS = frozenset({"buyer_id", "assignee_id"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_NAMED = 10
 
 
 def parameter_problem(name: str, value: str) -> str | None:
@@ -102,6 +103,7 @@ def _check_parameters(scope: Scope, handler: HTTPRouteHandler) -> None:
         if problem := parameter_problem(name, value):
             raise ValidationFailed(f"query:{name}: {problem}", field=f"query:{name}")
     if unknown:
+        unknown = unknown[:MAX_NAMED]  # enough to act on; a flood of names is not echoed back
         names = ", ".join(repr(name) for name in unknown)
         accepted = ", ".join(sorted(declared)) or "none"
         raise ValidationFailed(
