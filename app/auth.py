@@ -20,6 +20,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware.base import DefineMiddleware
 
 from app.errors import Unauthenticated
+from app.keys import compound_key
+from app.schemas import id_problem, text_problem
 from app.settings import Settings
 
 
@@ -47,6 +49,15 @@ class Actor(msgspec.Struct, frozen=True):
     @property
     def is_operator_staff(self) -> bool:
         return self.role in OPERATOR_STAFF
+
+    @property
+    def key_parts(self) -> tuple[str, str, str]:
+        return (self.role.value, self.seller_id, self.id)
+
+    @property
+    def key(self) -> str:
+        """Who this is, as one string that no other caller shares (uploads, read cursors, idempotency)."""
+        return compound_key(*self.key_parts)
 
 
 # The service itself: timers, workers, and the author of the messages it writes (a promo code to its
@@ -118,19 +129,35 @@ class TokenDecoder:
         return actor_from_claims(claims), float(claims["exp"])
 
 
+MAX_NAME_LENGTH = 200
+
+
 def actor_from_claims(claims: dict[str, Any]) -> Actor:
+    """Claims follow the same id and text policy as request bodies (app/schemas.py): a claim that does
+    not is a 401, never a value that reaches a query or a key."""
     sub, role = claims.get("sub"), claims.get("role")
-    if not isinstance(sub, str) or not sub.strip() or len(sub) > 128:
-        raise Unauthenticated("the token's sub claim must be a non-empty string", code="auth.invalid_token")
-    if role not in TOKEN_ROLES:
-        raise Unauthenticated(f"the token's role {role!r} is not a known role", code="auth.invalid_token")
-    seller_id = claims.get("seller_id") or ""
-    if role == Role.SELLER and (not isinstance(seller_id, str) or not seller_id):
-        raise Unauthenticated("a seller token must carry a seller_id claim", code="auth.invalid_token")
-    if role != Role.SELLER:
-        seller_id = ""
+    if not isinstance(sub, str) or (problem := id_problem(sub, user=True)):
+        raise Unauthenticated(
+            f"the token's sub claim must be a user id: {problem if isinstance(sub, str) else 'not a string'}",
+            code="auth.invalid_token",
+        )
+    if not isinstance(role, str) or role not in TOKEN_ROLES:
+        raise Unauthenticated("the token's role claim is not a known role", code="auth.invalid_token")
+    seller_id = ""
+    if role == Role.SELLER:
+        seller_id = claims.get("seller_id") or ""
+        if not isinstance(seller_id, str) or not seller_id:
+            raise Unauthenticated("a seller token must carry a seller_id claim", code="auth.invalid_token")
+        if problem := id_problem(seller_id):
+            raise Unauthenticated(f"the token's seller_id claim {problem}", code="auth.invalid_token")
     name = claims.get("name")
-    return Actor(id=sub, role=Role(role), seller_id=str(seller_id), name=name if isinstance(name, str) else sub)
+    if name is None:
+        name = sub
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or text_problem(name):
+        raise Unauthenticated(
+            f"the token's name claim must be 1 to {MAX_NAME_LENGTH} characters of text", code="auth.invalid_token"
+        )
+    return Actor(id=sub, role=Role(role), seller_id=seller_id, name=name)
 
 
 def issue_token(

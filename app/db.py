@@ -7,6 +7,8 @@ every transaction opened with ``BEGIN IMMEDIATE`` so concurrent writers queue in
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,15 @@ from advanced_alchemy.types import DateTimeUTC
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from litestar.di import NamedDependency
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from app.errors import ServiceUnavailable
 
+logger = logging.getLogger("sav.db")
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 
@@ -78,6 +82,30 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Take the write lock up front: two requests that read-then-write the same row are serialized
         # (SQLite's stand-in for SELECT ... FOR UPDATE) and never deadlock on lock upgrade.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# The plugin's own session dependency, wrapped by request_transaction (the one handlers ask for).
+PLUGIN_SESSION_KEY = "db_session_unmanaged"
+
+
+async def request_transaction(db_session_unmanaged: NamedDependency[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """The ``db_session`` dependency: one request, one transaction, committed before the response starts.
+
+    advanced-alchemy's ``autocommit`` handler commits while the response is being sent and only logs a
+    failed commit (at DEBUG): the client was told "done" for data never saved. Here the commit runs after
+    the handler returned and its response was built, still inside Litestar's exception handling, so a
+    failed commit becomes a 503 problem document. A handler that raises never reaches the commit. Either
+    way the plugin's before-send handler closes the session, which rolls back whatever was not committed.
+    """
+    yield db_session_unmanaged
+    try:
+        await db_session_unmanaged.commit()
+    except Exception:
+        logger.exception("commit failed; the response is replaced by a 503 and nothing was saved")
+        raise ServiceUnavailable(
+            "the change could not be saved and nothing was changed; retry the request",
+            code="database.commit_failed",
+        ) from None
 
 
 def alembic_config(database_url: str | None = None) -> Config:

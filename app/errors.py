@@ -75,12 +75,19 @@ class PayloadTooLarge(DomainError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
 class ServiceUnavailable(DomainError):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
 class PaymentProviderError(DomainError):
     status, code, title = 502, "payment_provider.error", "Payment provider error"
+
+
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
 
 
 def problem_response(
@@ -94,7 +101,8 @@ def problem_response(
         "code": code,
     }
     if extra:
-        body.update(extra)
+        # Extension members never replace the standard ones (RFC 9457: `status` is the HTTP status).
+        body.update({key: value for key, value in extra.items() if key not in _STANDARD_MEMBERS})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -124,7 +132,8 @@ def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
     for item in extra:
         if not isinstance(item, dict):
             continue
-        source = item.get("source")
+        # Litestar names the source with a ParamType enum member: `query`, not `ParamType.QUERY`.
+        source = getattr(item.get("source"), "value", item.get("source"))
         path, message = split_msgspec_message(str(item.get("message", "")))
         if not path and item.get("key"):
             path = str(item["key"])

@@ -10,6 +10,7 @@ request failed, nothing was committed, not even the key, so a retry runs for rea
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -35,12 +36,15 @@ IdempotencyKey = Annotated[
 RequiredIdempotencyKey = Annotated[
     str, HeaderParameter(name="Idempotency-Key", required=True, min_length=1, max_length=MAX_KEY_LENGTH)
 ]
+# Printable ASCII: a key is stored and compared, and NUL or other control bytes cannot be stored.
+_KEY = re.compile(r"^[\x20-\x7e]+$")
 
 
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_keys"
 
-    actor_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    # role + shop id (64) + user id (128) with separators: at most 205 characters.
+    actor_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(SmallInteger)
@@ -54,7 +58,7 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     if body:
         try:
             canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             canonical = body
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical):
@@ -65,7 +69,7 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 def _scope(actor: Actor) -> str:
     # Keys are per caller: two shops may both use "key-1". Sellers are scoped by shop and user.
-    return f"{actor.role}:{actor.seller_id}:{actor.id}"
+    return actor.key
 
 
 Outcome = tuple[int, Any]
@@ -86,9 +90,9 @@ async def idempotent(
         status, body = await call()
         return Response(content=body, status_code=status)
     key = key.strip()
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not _KEY.match(key):
         raise ValidationFailed(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters", field="header:Idempotency-Key"
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters", field="header:Idempotency-Key"
         )
     actor: Actor = request.user
     scope = _scope(actor)

@@ -15,13 +15,15 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
 from app.disputes.controller import DisputeController, QueueController
+from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception
 from app.health import HealthController
+from app.metrics import MetricsController
 from app.observability import configure_logging, request_id_middleware
 from app.openapi import DescribedJson, LocalSwagger, assets_router
 from app.orders.controller import OrderController
@@ -86,8 +88,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     sqlalchemy = SQLAlchemyPlugin(
         config=SQLAlchemyAsyncConfig(
             engine_instance=engine,
-            session_dependency_key="db_session",
-            before_send_handler="autocommit",
+            # Handlers get `db_session` from db.request_transaction, which commits before the response
+            # starts; the plugin's default before-send handler only closes the session (rolling back).
+            session_dependency_key=db.PLUGIN_SESSION_KEY,
+            before_send_handler=None,
             session_config=AsyncSessionConfig(expire_on_commit=False),
             set_default_exception_handler=False,
             enable_touch_updated_timestamp_listener=False,
@@ -98,7 +102,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = Litestar(
         route_handlers=[
             HealthController,
-            PrometheusController,
+            MetricsController,
             SellerController,
             OrderController,
             ThreadController,
@@ -116,10 +120,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             assets_router(),
         ],
         dependencies={
+            "db_session": Provide(db.request_transaction),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "attachment_storage": Provide(lambda: storage, use_cache=True, sync_to_thread=False),
         },
-        middleware=[request_id_middleware, prometheus.middleware, auth_middleware],
+        middleware=[request_id_middleware, prometheus.middleware, auth_middleware, edge_middleware],
+        request_class=SavRequest,
+        before_send=[security_headers],
         plugins=[sqlalchemy],
         exception_handlers={Exception: handle_exception},
         lifespan=[lifespan],

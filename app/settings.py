@@ -65,6 +65,10 @@ class Settings:
     ws_queue_size: int = 1_000
     log_level: str = "INFO"
     log_json: bool = True
+    # Bearer token Prometheus sends to GET /metrics; empty: /metrics answers 404.
+    metrics_token: str = ""
+    # Outbound webhooks to loopback, private, link-local... addresses (a local receiver in development).
+    webhooks_allow_private: bool = False
     # Filled in by load_settings, not by an environment variable.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -202,6 +206,12 @@ def _validate(settings: Settings) -> Settings:
             raise SettingsError(f"SAV_{name.upper()}_SECONDS must be at least 1 second")
     if settings.ws_queue_size < 1:
         raise SettingsError("SAV_WS_QUEUE_SIZE must be at least 1")
+    if settings.metrics_token and len(settings.metrics_token) < 16:
+        raise SettingsError("SAV_METRICS_TOKEN must be at least 16 characters long")
+    if settings.webhooks_allow_private and settings.env == "production":
+        warnings.append(
+            "SAV_WEBHOOKS_ALLOW_PRIVATE is on in production: admins can make the service call internal addresses."
+        )
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"SAV_LOG_LEVEL={settings.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 

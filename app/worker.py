@@ -64,7 +64,12 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
             return await disputes.fire_due_timers(session, settings=settings)
 
         jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
-        jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, webhooks.deliver_due, own_transactions=True))
+        policy = webhooks.Policy.from_settings(settings)
+
+        async def deliver_webhooks(sessions: async_sessionmaker[AsyncSession]) -> int:
+            return await webhooks.deliver_due(sessions, policy=policy)
+
+        jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, deliver_webhooks, own_transactions=True))
         gateway = escrow_gateway(settings)
         if gateway is not None:
 

@@ -28,6 +28,7 @@ from app.settings import Settings, load_settings
 PG_ADMIN_URL = os.environ.get("SAV_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("SAV_TEST_REQUIRE_POSTGRES", "") in {"1", "true", "yes"}
 TEST_SECRET = "test-secret-for-the-suite-0123456789abcdef"
+METRICS_TOKEN = "metrics-token-for-the-suite-0123"
 
 
 def _libpq(url: str) -> str:
@@ -106,7 +107,13 @@ def make_settings(db_url: str, **overrides: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(db_url, SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("attachments")))
+    # The suite's webhook receivers listen on 127.0.0.1 (tests/api/test_webhooks.py).
+    return make_settings(
+        db_url,
+        SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("attachments")),
+        SAV_WEBHOOKS_ALLOW_PRIVATE="true",
+        SAV_METRICS_TOKEN=METRICS_TOKEN,
+    )
 
 
 @pytest.fixture(scope="session")

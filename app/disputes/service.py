@@ -493,7 +493,7 @@ async def act(
         raise Conflict(
             f"{exc}; allowed now: {', '.join(exc.allowed) or 'nothing'}",
             code="dispute.invalid_transition",
-            status=exc.status.value,
+            dispute_status=exc.status.value,  # not `status`: RFC 9457 reserves it for the HTTP status
             allowed_actions=exc.allowed,
         ) from None
     except workflow.RuleViolation as exc:

@@ -12,7 +12,7 @@ from app.idempotency import IdempotencyKey, idempotent
 from app.orders import service
 from app.orders.schemas import OrderRead, OrderUpsert
 from app.permissions.guards import allow
-from app.schemas import StrictBody, decode, path_id
+from app.schemas import StrictBody, decode
 from app.settings import Settings
 
 
@@ -34,7 +34,7 @@ class OrderController(Controller):
             order, created = await service.upsert_order(
                 db_session,
                 actor=request.user,
-                order_id=path_id(order_id, "order_id"),
+                order_id=order_id,
                 data=decode(OrderUpsert, data),
                 escrow_hold_seconds=settings.escrow_hold_seconds,
             )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.money import Currency, Money
-from app.schemas import Id, Schema
+from app.schemas import Id, Schema, UserId
 
 ProviderRef = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -29,7 +29,7 @@ class Payment(Schema):
 
 
 class OrderUpsert(Schema):
-    buyer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    buyer_id: UserId
     seller_id: Id
     currency: Currency
     total: Money

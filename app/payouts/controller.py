@@ -12,6 +12,7 @@ from app.auth import Actor
 from app.disputes import service as disputes
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import RequiredIdempotencyKey, idempotent
+from app.keys import compound_key
 from app.payouts import credit, provider_events, refunds
 from app.payouts.escrow import InvalidSignature, UnreadableEvent
 from app.payouts.models import Refund
@@ -52,7 +53,8 @@ class RefundController(Controller):
                 db_session,
                 actor=request.user,
                 data=decode(RefundCreate, data),
-                source_key=f"api:{request.user.id}:{idempotency_key}",
+                # The caller's whole identity: two shops' members with one user id and one key are two refunds.
+                source_key=compound_key("api", *request.user.key_parts, idempotency_key.strip()),
                 settings=settings,
                 # Money the order's disputes committed (offers, accepted claims) counts against the limits.
                 committed=disputes.committed_on_order,

@@ -59,7 +59,8 @@ class Refund(Base):
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
     dispute_id: Mapped[str | None] = mapped_column(String(40), index=True)
     # What caused it, unique: a dispute's resolution, or an API caller's idempotency key.
-    source_key: Mapped[str] = mapped_column(String(300), unique=True)
+    # "api" + the caller (at most 205 characters) + an Idempotency-Key (at most 255), see app/keys.py.
+    source_key: Mapped[str] = mapped_column(String(500), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.money import Money
-from app.schemas import Id, Schema
+from app.schemas import Id, Schema, UserId
 
 
 class RefundKind(StrEnum):
@@ -78,7 +78,7 @@ class CreditRedemptionRead(msgspec.Struct, kw_only=True):
 
 
 class PromoRedemptionCreate(Schema):
-    buyer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    buyer_id: UserId
     order_id: Id
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Actor
 from app.idempotency import IdempotencyKey, idempotent
 from app.permissions.guards import allow
-from app.schemas import StrictBody, decode, path_id
+from app.schemas import StrictBody, decode
 from app.sellers import service
 from app.sellers.schemas import SellerRead, SellerUpsert
 
@@ -32,7 +32,7 @@ class SellerController(Controller):
             seller, created = await service.upsert_seller(
                 db_session,
                 actor=request.user,
-                seller_id=path_id(seller_id, "seller_id"),
+                seller_id=seller_id,
                 data=decode(SellerUpsert, data),
             )
             return (201 if created else 200), seller

@@ -49,7 +49,8 @@ def sniff(data: bytes) -> str | None:
     return "text/plain"
 
 
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Control characters, path separators and lone surrogates (a multipart filename that was not UTF-8).
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]")
 
 
 def clean_filename(name: str | None) -> str:

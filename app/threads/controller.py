@@ -4,16 +4,15 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.params import FromPath, MultipartBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
 from app.idempotency import IdempotencyKey, idempotent
 from app.permissions.guards import allow
-from app.schemas import Page, StrictBody, decode
+from app.schemas import Page, StrictBody, UploadBody, decode, upload_file
 from app.threads import attachments, macros, service
 from app.threads.schemas import (
     AttachmentRead,
@@ -137,11 +136,11 @@ class AttachmentController(Controller):
         request: Request[Actor, str, Any],
         db_session: NamedDependency[AsyncSession],
         attachment_storage: NamedDependency[AttachmentStorage],
-        data: MultipartBody[UploadFile],
+        data: UploadBody,
     ) -> AttachmentRead:
-        content = await data.read()
+        file = upload_file(data)
         return await attachments.upload(
-            db_session, attachment_storage, actor=request.user, filename=data.filename, data=content
+            db_session, attachment_storage, actor=request.user, filename=file.filename, data=await file.read()
         )
 
     @get("/{attachment_id:str}", guards=[allow("thread:*", "read")], summary="Download a file")

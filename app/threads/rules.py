@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from app.auth import Actor, Role
 from app.errors import ValidationFailed
+from app.schemas import FORBIDDEN_TEXT
 from app.threads.schemas import Audience, Party
 
 MAX_BODY = 10_000
 
-# C0 control characters other than tab, newline and carriage return. NUL cannot be stored by PostgreSQL
-# and the others have no place in a message; everything else (HTML, SQL, right-to-left marks, emoji) is
-# kept literally and returned as sent.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Control characters (the shared text policy, app/schemas.py) are refused: NUL cannot be stored by
+# PostgreSQL and the others have no place in a message. Checked again here because a macro's rendering
+# is text too. Everything else (HTML, SQL, right-to-left marks, emoji) is kept literally, returned as sent.
+_FORBIDDEN = FORBIDDEN_TEXT
 
 
 def party_of(actor: Actor) -> Party:
@@ -25,8 +24,8 @@ def party_of(actor: Actor) -> Party:
 
 
 def reader_key(actor: Actor) -> str:
-    """Read cursors are per person (a shop's members each have their own)."""
-    return f"{actor.role.value}:{actor.seller_id}:{actor.id}"
+    """Read cursors and uploads belong to a person (a shop's members each have their own)."""
+    return actor.key
 
 
 def clean_body(body: str | None, *, field: str = "body") -> str:

@@ -6,12 +6,11 @@ from typing import Annotated
 
 import msgspec
 
-from app.schemas import Id, Schema
+from app.schemas import Id, Schema, UserId
 
 Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 # Checked again after trimming (1..10 000) by the service; this bound only stops absurd payloads early.
 Body = Annotated[str, msgspec.Meta(max_length=20_000)]
-BuyerId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
 class Audience(StrEnum):
@@ -34,7 +33,7 @@ class ThreadCreate(Schema):
     body: Body
     order_id: Id | None = None
     seller_id: Id | None = None
-    buyer_id: BuyerId | None = None
+    buyer_id: UserId | None = None
     attachment_ids: Annotated[list[Id], msgspec.Meta(max_length=10)] = []
 
 

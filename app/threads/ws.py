@@ -41,6 +41,7 @@ from app.events import notify
 from app.events import service as events
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, relations_for
+from app.schemas import EventId, parse_event_id
 from app.threads.rules import reader_key
 from app.threads.ws_connection import (
     CLOSE_TOO_MANY_FRAMES,
@@ -244,7 +245,7 @@ class AuthFrame(ClientFrame, tag="auth"):
 
 
 class ResumeFrame(ClientFrame, tag="resume"):
-    after_event_id: int
+    after_event_id: EventId
 
 
 class PingFrame(ClientFrame, tag="ping"):
@@ -356,8 +357,8 @@ async def events_socket(socket: WebSocket[Any, Any, Any]) -> None:
     after = socket.query_params.get("after_event_id")
     try:
         await socket.send_json({"type": "ready", "last_event_id": hub.last_id})
-        if after is not None and after.isdigit():
-            connection.request_resume(int(after))  # the sender replays before anything live
+        if after is not None and (start := parse_event_id(after)) is not None:
+            connection.request_resume(start)  # the sender replays before anything live
         elif after is not None:
             detail = f"after_event_id must be a non-negative integer, not {after!r}"
             await socket.send_json({"type": "error", "code": "validation_error", "detail": detail})

@@ -11,6 +11,7 @@ from app.auth import Actor
 from app.idempotency import IdempotencyKey, idempotent
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
+from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.schemas import DeliveryRead, EndpointCreate, EndpointCreated, EndpointRead
 
@@ -28,12 +29,13 @@ class WebhookEndpointController(Controller):
         self,
         request: Request[Actor, str, Any],
         db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
         data: StrictBody[EndpointCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointCreated]:
         async def call() -> tuple[int, EndpointCreated]:
             body = decode(EndpointCreate, data)
-            return 201, await service.create_endpoint(db_session, actor=request.user, data=body)
+            return 201, await service.create_endpoint(db_session, actor=request.user, data=body, settings=settings)
 
         return await idempotent(db_session, request, key=idempotency_key, call=call)
 

@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -35,7 +34,8 @@ from app.auth import Actor
 from app.db import utcnow
 from app.errors import NotFound, ValidationFailed
 from app.schemas import Page, decode_cursor, encode_cursor
-from app.webhooks import signing
+from app.settings import Settings
+from app.webhooks import destinations, signing
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import (
     EVENT_TYPES,
@@ -57,10 +57,13 @@ BATCH = 50
 # --- endpoints ------------------------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed("url must be an http(s) URL with a host", field="url")
+async def _check_url(url: str, settings: Settings) -> None:
+    try:
+        await destinations.check(
+            url, allow_private=settings.webhooks_allow_private, https_only=settings.env == "production"
+        )
+    except destinations.UnsafeDestination as exc:
+        raise ValidationFailed(f"url: {exc}", field="url", code=exc.code) from None
 
 
 def _read(endpoint: WebhookEndpoint) -> EndpointRead:
@@ -74,8 +77,10 @@ def _read(endpoint: WebhookEndpoint) -> EndpointRead:
     )
 
 
-async def create_endpoint(session: AsyncSession, *, actor: Actor, data: EndpointCreate) -> EndpointCreated:
-    _check_url(data.url)
+async def create_endpoint(
+    session: AsyncSession, *, actor: Actor, data: EndpointCreate, settings: Settings
+) -> EndpointCreated:
+    await _check_url(data.url, settings)
     for index, event_type in enumerate(data.event_types):
         if event_type != "*" and event_type not in EVENT_TYPES:
             raise ValidationFailed(
@@ -291,7 +296,28 @@ async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime
         return claimed
 
 
-async def send(client: httpx.AsyncClient, item: Claimed) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Where deliveries may go (app/webhooks/destinations.py), from the settings."""
+
+    allow_private: bool = False
+    https_only: bool = False
+    resolver: destinations.Resolver = destinations.resolve
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(allow_private=settings.webhooks_allow_private, https_only=settings.env == "production")
+
+
+async def send(client: httpx.AsyncClient, item: Claimed, policy: Policy = Policy()) -> Outcome:
+    started = time.perf_counter()
+    try:
+        # Checked again now: the name may resolve elsewhere than when the endpoint was registered.
+        target = await destinations.check(
+            item.url, allow_private=policy.allow_private, https_only=policy.https_only, resolver=policy.resolver
+        )
+    except destinations.UnsafeDestination as exc:
+        return Outcome(status_code=None, error=f"refused: {exc}"[:500], duration_ms=0)
     body = item.payload.encode()
     headers = {
         "Content-Type": "application/json",
@@ -301,9 +327,14 @@ async def send(client: httpx.AsyncClient, item: Claimed) -> Outcome:
         "Sav-Event-Type": item.event_type,
         "Sav-Delivery-Attempt": str(item.attempt),
     }
-    started = time.perf_counter()
+    extensions = {}
+    if target.address is not None:
+        # Connect to the address that was checked, not to a second lookup's answer; TLS still verifies
+        # the certificate for the host name.
+        headers["Host"] = target.host_header
+        extensions["sni_hostname"] = target.url.hostname or ""
     try:
-        response = await client.post(item.url, content=body, headers=headers)
+        response = await client.post(target.connect_url, content=body, headers=headers, extensions=extensions)
         status, error = response.status_code, None if response.is_success else f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:
         status, error = None, f"{type(exc).__name__}: {exc}"[:500]
@@ -343,15 +374,18 @@ async def deliver_due(
     now: datetime | None = None,
     client: httpx.AsyncClient | None = None,
     batch: int = BATCH,
+    policy: Policy = Policy(),
 ) -> int:
-    """One worker pass: claim, send in parallel, record. Returns how many deliveries were attempted."""
+    """One worker pass: claim, send in parallel, record. Returns how many deliveries were attempted.
+
+    ``policy`` says where deliveries may go; the default refuses every non-public address."""
     claimed = await claim_due(sessions, now=now or utcnow(), batch=batch)
     if not claimed:
         return 0
     own = client is None
     http = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
     try:
-        outcomes = await asyncio.gather(*(send(http, item) for item in claimed))
+        outcomes = await asyncio.gather(*(send(http, item, policy) for item in claimed))
     finally:
         if own:
             await http.aclose()

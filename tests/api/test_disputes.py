@@ -260,6 +260,8 @@ def test_invalid_transitions_list_the_allowed_ones(case: Case) -> None:
     refused = case.act(case.buyer, "accept_offer", expect=409)
     assert refused["code"] == "dispute.invalid_transition"
     assert refused["allowed_actions"] == ["escalate", "withdraw"]
+    # RFC 9457: `status` is the HTTP status; the dispute's own status is an extension member.
+    assert (refused["status"], refused["dispute_status"]) == (409, "open")
     assert case.act(case.buyer, "propose", expect=403, resolution=REFUND_PARTIAL)["code"] == "forbidden"
     bad = case.act(case.buyer, "teleport", expect=400)
     assert bad["code"] == "validation_error"

@@ -34,6 +34,8 @@ def test_defaults_are_the_embedded_ones_with_a_loud_warning() -> None:
         ({"jwt_algorithm": "RS256", "jwt_public_key_file": "/nonexistent.pem"}, "does not exist"),
         ({"stripe_api_base": "localhost:12111"}, "SAV_STRIPE_API_BASE"),
         ({"env": "staging"}, "SAV_ENV"),
+        ({"metrics_token": "short"}, "SAV_METRICS_TOKEN"),
+        ({"webhooks_allow_private": "perhaps"}, "SAV_WEBHOOKS_ALLOW_PRIVATE"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -73,3 +75,13 @@ def test_a_bad_setting_stops_the_cli_with_one_line(tmp_path) -> None:  # type: i
     assert result.returncode == 2
     assert result.stderr.strip().startswith("sav: configuration error: SAV_DATABASE_URL")
     assert "Traceback" not in result.stderr
+
+
+def test_metrics_are_off_and_webhooks_public_only_by_default() -> None:
+    settings = settings_from()
+    assert (settings.metrics_token, settings.webhooks_allow_private) == ("", False)
+
+
+def test_private_webhook_destinations_in_production_are_announced() -> None:
+    settings = settings_from(env="production", jwt_secret="p" * 40, webhooks_allow_private="true")
+    assert any("SAV_WEBHOOKS_ALLOW_PRIVATE" in warning for warning in settings.warnings)

@@ -1,6 +1,6 @@
 """provider events keep their outcome (rejected events for finance); one order per charge
 
-Revision ID: 0007_stripe_events
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-24 09:00:00.000000
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0007_stripe_events'
+revision: str = '0007'
 down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
