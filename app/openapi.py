@@ -30,6 +30,8 @@ from app.errors import PROBLEM_JSON
 from app.threads.attachments import CONTENT_TYPES
 
 ASSETS_PATH = "/schema/assets"
+# Routes outside the JWT middleware that still take a token of their own (its security scheme).
+OWN_TOKEN = {"/metrics": "metrics_token"}
 AUTH_CODES = ("auth.missing_token", "auth.invalid_token", "auth.expired_token")
 IDEMPOTENCY = "idempotency.key_reused"
 
@@ -94,7 +96,10 @@ OPERATIONS: dict[str, Op] = {
     # operations
     "GET /health": Op(),
     "GET /ready": Op(problems={503: ("database.unreachable", "database.not_migrated")}),
-    "GET /metrics": Op(content={"text/plain": {"schema": {"type": "string"}}}),
+    "GET /metrics": Op(
+        content={"text/plain": {"schema": {"type": "string"}}},
+        problems={401: ("auth.invalid_token",), 404: NOT_FOUND},  # its own scrape token; 404 when metrics are off
+    ),
     # sellers and orders (pushed by the marketplace)
     "PUT /v1/sellers/{seller_id}": Op(problems={403: FORBIDDEN}, also={201: "Created"}),
     "GET /v1/sellers/{seller_id}": Op(problems={404: NOT_FOUND}),
@@ -187,7 +192,12 @@ OPERATIONS: dict[str, Op] = {
     ),
     "GET /v1/queue": Op(problems={403: FORBIDDEN}),
     # outbound webhooks
-    "POST /v1/webhook-endpoints": Op(problems={403: FORBIDDEN}),
+    "POST /v1/webhook-endpoints": Op(
+        problems={
+            400: ("webhook.https_required", "webhook.unresolvable_host", "webhook.private_destination"),
+            403: FORBIDDEN,
+        }
+    ),
     "GET /v1/webhook-endpoints": Op(problems={403: FORBIDDEN}),
     "GET /v1/webhook-endpoints/{endpoint_id}": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
     "DELETE /v1/webhook-endpoints/{endpoint_id}": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
@@ -266,6 +276,8 @@ def _problems(method: str, path: str, operation: dict[str, Any], op: Op) -> dict
         if not is_public(path):
             add(400, "validation_error")  # parameters, bodies, ids, cursors
             add(401, *AUTH_CODES)
+        if method.upper() in ("POST", "PUT", "PATCH", "DELETE"):
+            add(503, "database.commit_failed")  # the commit happens before the answer starts
         if "requestBody" in operation:
             add(413, "payload_too_large")  # the server's limit on any request body
             if "application/json" in operation["requestBody"].get("content", {}):
@@ -315,6 +327,11 @@ def describe(generated: dict[str, Any]) -> dict[str, Any]:
     document = copy.deepcopy(generated)
     _rename_components(document)
     document["components"]["schemas"].update({"Problem": PROBLEM, "FieldError": FIELD_ERROR})
+    document["components"].setdefault("securitySchemes", {})["metrics_token"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The scrape token set in SAV_METRICS_TOKEN (metrics are off without it).",
+    }
     request_id = {"X-Request-ID": {"schema": {"type": "string"}, "description": "echoed or generated"}}
     for path, item in document["paths"].items():
         for method in METHODS:
@@ -326,7 +343,9 @@ def describe(generated: dict[str, Any]) -> dict[str, Any]:
                 operation["requestBody"] = op.body
             if op.parameters:
                 operation["parameters"] = [*operation.get("parameters", []), *op.parameters]
-            if is_public(path):
+            if path in OWN_TOKEN:
+                operation["security"] = [{OWN_TOKEN[path]: []}]  # not the marketplace's JWT: a token of its own
+            elif is_public(path):
                 operation["security"] = []  # no bearer token (the document's default requires one)
             responses = {code: r for code, r in operation["responses"].items() if not code.startswith(("4", "5"))}
             [success] = responses.values()

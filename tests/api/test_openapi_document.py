@@ -66,7 +66,10 @@ def test_authenticated_operations_answer_401_and_public_ones_need_no_token(docum
     assert document["security"] == [{"bearer": []}]
     for key, operation in operations(document).items():
         path = key.split(" ", 1)[1]
-        if is_public(path):
+        if path == "/metrics":  # its own scrape token, not the marketplace's JWT
+            assert operation["security"] == [{"metrics_token": []}], key
+            assert "401" in operation["responses"], key
+        elif is_public(path):
             assert operation["security"] == [], key
             assert "401" not in operation["responses"], key
         else:
