@@ -104,6 +104,19 @@ def staff_id(view: View, role: str | None, user_id: str | None) -> str | None:
     return None
 
 
+def sees_staff_ids(actor: Actor) -> bool:
+    """The ``staff_ids`` lines hold for any resource (relation ``any``): no party is needed to decide."""
+    return is_allowed(actor, Resource(kind="staff_ids"), "read")
+
+
+def message_author(actor: Actor, author: dict[str, Any]) -> dict[str, Any]:
+    """A message's author as this reader may see it: an operator staff member by role and name only,
+    for whom the policy keeps staff ids from (the same object when nothing is left out)."""
+    if author.get("role") not in STAFF_ROLES or author.get("id") is None or sees_staff_ids(actor):
+        return author
+    return {**author, "id": None}
+
+
 def assignee_id(view: View, user_id: str | None) -> str | None:
     """Only operator staff hold a claim on a dispute."""
     return user_id if view.staff_ids else None

@@ -38,7 +38,7 @@ class ThreadCreate(Schema):
 
 
 class Author(Schema):
-    id: str
+    id: str | None  # null for an operator staff member, to whom the policy keeps staff ids from
     role: str
     name: str
 

@@ -16,6 +16,7 @@ from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFai
 from app.events import service as events
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
+from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_threads
 from app.schemas import Page, decode_cursor, encode_cursor
@@ -333,15 +334,18 @@ async def list_messages(
     rows = list((await session.scalars(stmt.order_by(Message.seq).limit(limit + 1))).all())
     page = rows[:limit]
     files = await attachment_service.for_messages(session, [m.id for m in page])
-    items = [_message_read(m, files.get(m.id, [])) for m in page]
+    staff_ids = disclosure.sees_staff_ids(actor)
+    items = [_message_read(m, files.get(m.id, []), staff_ids=staff_ids) for m in page]
     return Page(items=items, next_cursor=page[-1].id if len(rows) > limit else None)
 
 
-def _message_read(message: Message, files: list[Any]) -> MessageRead:
+def _message_read(message: Message, files: list[Any], *, staff_ids: bool) -> MessageRead:
+    # Operator staff are shown by role and name to those the policy keeps staff ids from (buyers, shops).
+    hidden = not staff_ids and message.author_role in disclosure.STAFF_ROLES
     return MessageRead(
         message_id=message.id,
         thread_id=message.thread_id,
-        author=Author(id=message.author_id, role=message.author_role, name=message.author_name),
+        author=Author(id=None if hidden else message.author_id, role=message.author_role, name=message.author_name),
         body=message.body,
         attachments=files,
         created_at=message.created_at,

@@ -219,16 +219,22 @@ def render(event_id: int, event_type: str, payload: str) -> bytes:
     )
 
 
-PERSONALIZED = frozenset({"thread.created", "dispute.updated"})
-
 
 def personalize(row: Any, connection: Connection) -> bytes | None:
-    """The few events whose data differs by reader: a new thread is not unread for its opener; a dispute
-    shows each reader only the parts the policy lets it see (app/permissions/disclosure.py)."""
+    """The few events whose data differs by reader: a new thread is not unread for its opener; a message
+    by operator staff and a dispute show each reader only the parts the policy lets it see (staff ids,
+    funding: app/permissions/disclosure.py)."""
     if row.type == "thread.created" and row.actor == connection.reader:
         data = msgspec.json.decode(row.payload)
         data["unread_count"] = 0
         return render(row.seq, row.type, msgspec.json.encode(data).decode())
+    if row.type == "message.created" and not disclosure.sees_staff_ids(connection.actor):
+        message = msgspec.json.decode(row.payload)
+        author = message.get("author") or {}
+        shown = disclosure.message_author(connection.actor, author)
+        if shown is author:
+            return None
+        return render(row.seq, row.type, msgspec.json.encode({**message, "author": shown}).decode())
     if row.type == "dispute.updated":
         summary = msgspec.json.decode(row.payload)
         shown = disclosure.dispute_summary(connection.actor, summary)

@@ -374,3 +374,41 @@ def test_webhooks_give_the_marketplace_business_data_but_no_conversation_text(
     [decided] = [e for e in ours if e["type"] == "dispute.decided"]
     assert decided["data"]["resolution"]["seller_share"] == money(1_000)
     assert decided["data"]["assignee_id"] == cast.arbitrator_id
+
+
+# --- messages: operator staff by role and name ---------------------------------------------------------------
+
+
+def test_a_staff_members_message_shows_buyers_and_shops_its_role_and_name_not_its_id(
+    client: TestClient[Any], cast: Cast
+) -> None:
+    with client.websocket_connect(f"/v1/ws?token={cast.agent['Authorization'][7:]}") as ws:
+        before = ws.receive_json(timeout=10)["last_event_id"]
+    cast.open()
+    thread_id = cast.dispute(cast.buyer)["thread_id"]
+    posted = client.post(
+        f"/v1/threads/{thread_id}/messages", json={"body": "We are looking into it."}, headers=cast.arbitrator
+    )
+    assert posted.status_code == 201, posted.text
+    message_id = posted.json()["message_id"]
+    for role, sees_ids in (("buyer", False), ("seller", False), ("agent", True)):
+        [message] = [
+            m
+            for m in cast.get(f"/v1/threads/{thread_id}/messages", cast.roles[role])["items"]
+            if m["message_id"] == message_id
+        ]
+        assert message["author"] == {
+            "id": cast.arbitrator_id if sees_ids else None,
+            "role": "arbitrator",
+            "name": message["author"]["name"],
+        }, role
+        token = cast.roles[role]["Authorization"].removeprefix("Bearer ")
+        with client.websocket_connect(f"/v1/ws?token={token}&after_event_id={before}") as ws:
+            assert ws.receive_json(timeout=10)["type"] == "ready"
+            frame: dict[str, Any] = {}
+            while frame.get("data", {}).get("message_id") != message_id:
+                frame = ws.receive_json(timeout=10)
+        assert frame["data"]["author"]["id"] == (cast.arbitrator_id if sees_ids else None), role
+    # The buyer's own messages keep its id: only operator staff are shown by role.
+    [first] = cast.get(f"/v1/threads/{thread_id}/messages", cast.seller)["items"][:1]
+    assert first["author"]["id"] == cast.buyer_id
