@@ -219,7 +219,6 @@ def render(event_id: int, event_type: str, payload: str) -> bytes:
     )
 
 
-
 def personalize(row: Any, connection: Connection) -> bytes | None:
     """The few events whose data differs by reader: a new thread is not unread for its opener; a message
     by operator staff and a dispute show each reader only the parts the policy lets it see (staff ids,
