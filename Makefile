@@ -8,12 +8,13 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard app tests bench alembic devtools)
 
-.PHONY: demo test check run lint format bench clean help
+.PHONY: demo test test-fast check run lint format bench clean help
 
 help:
 	@echo "make demo   - migrate + seed a demo marketplace (SQLite), print a token per role, serve on :8000;"
 	@echo "              the local Stripe server on :12111 pays its refunds"
 	@echo "make test   - the whole suite, on SQLite and on PostgreSQL (SAV_TEST_DATABASE_URL)"
+	@echo "make test-fast - the inner loop: SQLite only, no test that starts a real process"
 	@echo "make check  - ruff check, ruff format --check, mypy (strict) on app/"
 	@echo "make run    - serve with the current SAV_* settings"
 
@@ -33,6 +34,11 @@ run: $(VENV)/.synced
 
 test: $(VENV)/.synced
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Tests on PostgreSQL carry the `postgresql` mark (tests/conftest.py), tests that start uvicorn, the
+# worker or the local Stripe server the `slow` mark (pyproject.toml).
+test-fast: $(VENV)/.synced
+	$(BIN)/pytest -m "not postgresql and not slow" $(PYTEST_ARGS)
 
 check: $(VENV)/.synced
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.settings import Settings
-from tests.conftest import TEST_SECRET, Tokens
+from tests.factories import TEST_SECRET, Tokens
 
 
 def _b64(data: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.sellers.models import Seller
 from app.settings import Settings
-from tests.conftest import Tokens, uid
+from tests.factories import Tokens, uid
 
 DOOMED = "commit refused"
 

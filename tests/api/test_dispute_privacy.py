@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, money, uid
+from tests.factories import Tokens, World, money, uid
 
 Headers = dict[str, str]
 QUESTION = "Private question for the shop: what did the courier say? Q-7b1e"

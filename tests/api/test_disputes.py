@@ -9,62 +9,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, money, uid
+from tests.factories import Case, Tokens, World, money, uid
 
 Headers = dict[str, str]
-
-
-class Case:
-    """One dispute's cast: its buyer, a member of its shop, operator staff, and strangers."""
-
-    def __init__(self, client: TestClient[Any], auth: Tokens, world: World, **seller_settings: Any) -> None:
-        self.client = client
-        self.buyer_id = uid("buyer")
-        self.shop = world.seller(**seller_settings)
-        self.order = world.order(self.buyer_id, self.shop, unit=2500, qty=2)
-        self.order_id = self.order["order_id"]
-        self.buyer = auth("buyer", self.buyer_id, name="Camille")
-        self.seller = auth("seller", uid("member"), seller_id=self.shop, name="Inès")
-        self.agent = auth("agent", uid("agent"), name="Alice")
-        self.arbitrator = auth("arbitrator", uid("arb"), name="Bruno")
-        self.other_arbitrator = auth("arbitrator", uid("arb"), name="Chloé")
-        self.finance = auth("finance", uid("fin"))
-        self.stranger = auth("buyer", uid("buyer"))
-        self.other_shop = auth("seller", uid("member"), seller_id=world.seller())
-        self.dispute: dict[str, Any] = {}
-
-    def open(self, **over: Any) -> dict[str, Any]:
-        body = {
-            "order_id": self.order_id,
-            "reason": "defective",
-            "requested": {"type": "refund_full"},
-            "description": "The kettle stopped heating after two days.",
-            **over,
-        }
-        response = self.client.post("/v1/disputes", json=body, headers=self.buyer)
-        assert response.status_code == 201, response.text
-        self.dispute = response.json()
-        return self.dispute
-
-    def act(self, who: Headers, action: str, expect: int = 200, **fields: Any) -> dict[str, Any]:
-        response = self.client.post(
-            f"/v1/disputes/{self.dispute['dispute_id']}/actions", json={"action": action, **fields}, headers=who
-        )
-        assert response.status_code == expect, response.text
-        body: dict[str, Any] = response.json()
-        if expect == 200:
-            self.dispute = body
-        return body
-
-    def get(self, who: Headers) -> dict[str, Any]:
-        response = self.client.get(f"/v1/disputes/{self.dispute['dispute_id']}", headers=who)
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def events(self, who: Headers | None = None) -> list[dict[str, Any]]:
-        response = self.client.get(f"/v1/disputes/{self.dispute['dispute_id']}/events", headers=who or self.agent)
-        assert response.status_code == 200, response.text
-        return response.json()["items"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 
 from app.errors import problem_response
 from app.settings import Settings
-from tests.conftest import METRICS_TOKEN, Tokens, World, make_settings, money, uid
+from tests.factories import METRICS_TOKEN, Tokens, World, make_settings, money, uid
 
 
 def test_an_unknown_query_parameter_is_refused_naming_it(client: TestClient[Any], auth: Tokens) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, order_body, uid
+from tests.factories import Tokens, World, order_body, uid
 
 
 def test_unknown_route_is_a_problem_document(client: TestClient[Any], auth: Tokens) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from app.db import Base
 from app.settings import Settings
-from tests.conftest import TEST_SECRET, Tokens, World, order_body, uid
+from tests.factories import TEST_SECRET, Tokens, World, order_body, uid
 
 NUL = "a%00b"  # in a URL
 DEEP = 1_000

@@ -20,8 +20,7 @@ from app.disputes import service as disputes
 from app.payouts import refunds
 from app.payouts.escrow import PaymentProviderError
 from app.settings import Settings
-from tests.api.test_disputes import Case
-from tests.conftest import Tokens, World, money
+from tests.factories import Case, Tokens, World, money
 from tests.fakes import FakeEscrow
 
 Headers = dict[str, str]

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from app.auth import PUBLIC_PATHS
 from app.db import ROOT
 from app.openapi import OPERATIONS
-from tests.conftest import Tokens, World, money
+from tests.factories import Tokens, World, money
 
 METHODS = ("get", "put", "post", "delete", "patch")
 

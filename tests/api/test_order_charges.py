@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.orders import service
-from tests.conftest import Tokens, World, order_body, uid
+from tests.factories import Tokens, World, order_body, uid
 
 
 def put_order(client: TestClient[Any], auth: Tokens, order_id: str, body: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, money, order_body, uid
+from tests.factories import Tokens, World, money, order_body, uid
 
 
 def put_order(client: TestClient[Any], auth: Tokens, order_id: str, body: dict[str, Any]) -> Any:

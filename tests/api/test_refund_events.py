@@ -14,9 +14,7 @@ from app.db import create_engine
 from app.events.models import Event
 from app.payouts.escrow import PaymentProviderError
 from app.settings import Settings
-from tests.api.test_disputes import Case
-from tests.api.test_refunds import grant, pay
-from tests.conftest import Tokens, World, money
+from tests.factories import Case, Tokens, World, grant, money, pay
 from tests.fakes import FakeEscrow
 
 

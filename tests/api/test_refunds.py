@@ -12,68 +12,31 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine, utcnow
-from app.disputes import service as disputes
 from app.payouts import refunds
 from app.payouts.escrow import PaymentProviderError
-from app.payouts.ledger import LedgerEntry
 from app.settings import Settings
-from tests.api.test_disputes import Case
-from tests.conftest import Tokens, World, money, uid
+from tests.factories import (
+    Case,
+    Tokens,
+    World,
+    deactivate_all,
+    grant,
+    ledger_is_balanced,
+    money,
+    order_money,
+    pay,
+    subscribe,
+    uid,
+)
 from tests.fakes import FakeEscrow
-
-
-def grant(client: TestClient[Any], who: dict[str, str], expect: int = 201, key: str | None = None, **body: Any) -> Any:
-    headers = {**who, "Idempotency-Key": key or uuid.uuid4().hex}
-    response = client.post("/v1/refunds", json={"reason": "goodwill", **body}, headers=headers)
-    assert response.status_code == expect, response.text
-    return response.json()
-
-
-def pay(settings: Settings, escrow: FakeEscrow, *, later: timedelta = timedelta(0)) -> int:
-    async def run() -> int:
-        engine = create_engine(settings.database_url)
-        try:
-            sessions = async_sessionmaker(engine, expire_on_commit=False)
-
-            async def on_settled(session: Any, refund: Any, now: Any) -> None:
-                await disputes.refund_settled(session, refund, now, settings)
-
-            return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def ledger_is_balanced(settings: Settings) -> bool:
-    async def run() -> bool:
-        engine = create_engine(settings.database_url)
-        try:
-            async with engine.connect() as conn:
-                rows = await conn.execute(
-                    select(LedgerEntry.transaction_id, LedgerEntry.currency, func.sum(LedgerEntry.amount))
-                    .group_by(LedgerEntry.transaction_id, LedgerEntry.currency)
-                    .having(func.sum(LedgerEntry.amount) != 0)
-                )
-                return rows.first() is None
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture
 def case(client: TestClient[Any], auth: Tokens, world: World) -> Case:
     return Case(client, auth, world, refund_budget=money(2_000))
-
-
-def order_money(client: TestClient[Any], case: Case) -> tuple[int, int]:
-    order = client.get(f"/v1/orders/{case.order_id}", headers=case.agent).json()
-    return order["refunded"]["amount"], order["refundable"]["amount"]
 
 
 def test_role_rules(client: TestClient[Any], auth: Tokens, case: Case) -> None:
@@ -393,8 +356,6 @@ def test_promo_codes_reach_the_buyer_and_are_single_use(
 def test_refund_outcomes_are_announced_to_the_marketplace(
     client: TestClient[Any], settings: Settings, auth: Tokens, case: Case
 ) -> None:
-    from tests.api.test_webhooks import deactivate_all, subscribe
-
     admin = auth("admin", uid("admin"))
     deactivate_all(client, admin)
     endpoint = subscribe(client, admin, "http://127.0.0.1:9/hooks", ["refund.succeeded", "refund.failed"])

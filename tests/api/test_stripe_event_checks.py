@@ -18,10 +18,20 @@ import stripe
 from litestar.testing import TestClient
 
 from app.settings import Settings
-from tests.api.test_disputes import Case
-from tests.api.test_refunds import grant, ledger_is_balanced, order_money, pay
-from tests.api.test_stripe_webhooks import SECRET, refund_event, send
-from tests.conftest import Tokens, World, make_settings, money
+from tests.factories import (
+    STRIPE_WEBHOOK_SECRET,
+    Case,
+    Tokens,
+    World,
+    grant,
+    ledger_is_balanced,
+    make_settings,
+    money,
+    order_money,
+    pay,
+    refund_event,
+    send,
+)
 from tests.fakes import FakeEscrow
 
 Hooked = tuple[TestClient[Any], Settings]
@@ -32,7 +42,9 @@ def hooked(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ho
     from app.main import create_app
 
     settings = make_settings(
-        db_url, SAV_STRIPE_WEBHOOK_SECRET=SECRET, SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("files"))
+        db_url,
+        SAV_STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
+        SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("files")),
     )
     with TestClient(app=create_app(settings, configure_logs=False), raise_server_exceptions=False) as client:
         yield client, settings
@@ -241,7 +253,9 @@ def test_a_charge_event_missing_or_mistyping_what_we_read_is_kept_and_rejected(
 
 
 def signed(client: TestClient[Any], payload: str) -> Any:
-    header = stripe.WebhookSignature.generate_signature_header(payload, SECRET, timestamp=int(time.time()))
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload, STRIPE_WEBHOOK_SECRET, timestamp=int(time.time())
+    )
     return client.post(
         "/v1/webhooks/stripe", content=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
     )

@@ -10,16 +10,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import stripe
 from litestar.testing import TestClient
 
 from app.settings import Settings
-from tests.api.test_disputes import Case
-from tests.api.test_refunds import grant, ledger_is_balanced, order_money, pay
-from tests.conftest import Tokens, World, make_settings, money
+from tests.factories import (
+    STRIPE_WEBHOOK_SECRET,
+    Case,
+    Tokens,
+    World,
+    grant,
+    ledger_is_balanced,
+    make_settings,
+    money,
+    order_money,
+    pay,
+    refund_event,
+    send,
+)
 from tests.fakes import FakeEscrow
-
-SECRET = "whsec_test_0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -27,34 +35,12 @@ def hooked(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     from app.main import create_app
 
     settings = make_settings(
-        db_url, SAV_STRIPE_WEBHOOK_SECRET=SECRET, SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("files"))
+        db_url,
+        SAV_STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
+        SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("files")),
     )
     with TestClient(app=create_app(settings, configure_logs=False)) as client:
         yield client, settings
-
-
-def send(client: TestClient[Any], event: dict[str, Any], *, secret: str = SECRET, at: int | None = None) -> Any:
-    payload = json.dumps(event)
-    header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=at or int(time.time()))
-    return client.post(
-        "/v1/webhooks/stripe",
-        content=payload,
-        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-    )
-
-
-def refund_event(kind: str, refund: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"evt_{uuid.uuid4().hex[:24]}",
-        "object": "event",
-        "type": kind,
-        "api_version": "2024-06-20",
-        "created": int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "data": {"object": {"object": "refund", "currency": "eur", "metadata": {}, **refund}},
-    }
 
 
 def test_bad_signatures_are_refused(hooked: tuple[TestClient[Any], Settings]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, uid
+from tests.factories import Tokens, World, uid
 
 AUDIENCES = ["tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal"]
 

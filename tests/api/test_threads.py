@@ -7,14 +7,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import Tokens, World, uid
-
-
-def open_thread(client: TestClient[Any], headers: dict[str, str], **body: Any) -> dict[str, Any]:
-    payload = {"subject": "Where is my kettle?", "body": "It has not arrived.", **body}
-    response = client.post("/v1/threads", json=payload, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.factories import Tokens, World, open_thread, uid
 
 
 @pytest.fixture

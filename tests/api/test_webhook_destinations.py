@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 from app.settings import Settings
 from app.webhooks import destinations
 from app.webhooks.service import Claimed, Policy, send
-from tests.conftest import Tokens, make_settings, uid
+from tests.factories import Tokens, make_settings, uid
 
 PUBLIC = ipaddress.ip_address("93.184.216.34")
 

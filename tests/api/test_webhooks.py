@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,41 +20,7 @@ from app.settings import Settings
 from app.webhooks import service as webhooks
 from app.webhooks.models import WebhookDelivery
 from app.webhooks.signing import verify
-from tests.api.test_disputes import Case
-from tests.conftest import Tokens, World, uid
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records what it receives and can fail on purpose."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.fail_next = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append({"headers": dict(self.headers), "body": body})
-                status = 200
-                if receiver.fail_next:
-                    receiver.fail_next -= 1
-                    status = 503
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.factories import Case, Receiver, Tokens, World, deactivate_all, subscribe, uid
 
 
 @pytest.fixture
@@ -69,12 +33,6 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def admin(auth: Tokens) -> dict[str, str]:
     return auth("admin", uid("admin"))
-
-
-def subscribe(client: TestClient[Any], admin: dict[str, str], url: str, types: list[str]) -> dict[str, Any]:
-    response = client.post("/v1/webhook-endpoints", json={"url": url, "event_types": types}, headers=admin)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def run_deliveries(settings: Settings, *, now_offset: timedelta = timedelta(0), workers: int = 1) -> int:
@@ -92,13 +50,6 @@ def run_deliveries(settings: Settings, *, now_offset: timedelta = timedelta(0), 
                 await engine.dispose()
 
     return asyncio.run(passes())
-
-
-def deactivate_all(client: TestClient[Any], admin: dict[str, str]) -> None:
-    """Tests share a database: switch off endpoints a test made, so others' events do not reach them."""
-    for endpoint in client.get("/v1/webhook-endpoints", params={"limit": 200}, headers=admin).json()["items"]:
-        if endpoint["active"]:
-            client.delete(f"/v1/webhook-endpoints/{endpoint['endpoint_id']}", headers=admin)
 
 
 def test_only_admins_manage_endpoints_and_bad_input_is_refused(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.db import ROOT
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

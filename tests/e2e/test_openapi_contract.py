@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Tokens, money, order_body
-from tests.e2e.conftest import Service
+from tests.e2e.helpers import Service
+from tests.factories import Tokens, money, order_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract]
 

@@ -9,56 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Tokens, order_body, uid
-from tests.e2e.conftest import Service, put
+from tests.e2e.helpers import Service, drain, next_events, nothing_more, open_socket, open_thread, post, put, token_of
+from tests.factories import Tokens, order_body, uid
 
 pytestmark = pytest.mark.slow
-
-
-def token_of(headers: dict[str, str]) -> str:
-    return headers["Authorization"].removeprefix("Bearer ")
-
-
-async def open_socket(
-    service: Service, headers: dict[str, str], *, resume: int | None = None, resume_in_url: bool = False
-) -> ClientConnection:
-    url = f"{service.ws_url}?token={token_of(headers)}"
-    if resume is not None and resume_in_url:
-        url += f"&after_event_id={resume}"
-    ws = await connect(url, max_size=2**22)
-    ready = json.loads(await asyncio.wait_for(ws.recv(), 5))
-    assert ready["type"] == "ready"
-    if resume is not None and not resume_in_url:
-        await ws.send(json.dumps({"type": "resume", "after_event_id": resume}))
-    return ws
-
-
-async def next_events(ws: ClientConnection, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-    received = []
-    while len(received) < count:
-        received.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
-    return received
-
-
-async def drain(ws: ClientConnection, quiet: float = 0.6) -> list[dict[str, Any]]:
-    """Everything already on its way (events of the set-up are numbered and sent asynchronously)."""
-    received = []
-    while True:
-        try:
-            received.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
-        except TimeoutError:
-            return received
-
-
-async def nothing_more(ws: ClientConnection, wait: float = 0.6) -> bool:
-    try:
-        await asyncio.wait_for(ws.recv(), wait)
-    except TimeoutError:
-        return True
-    return False
 
 
 @pytest.fixture
@@ -79,20 +36,6 @@ def shop_world(service: Service, auth: Tokens) -> dict[str, Any]:
         "finance": auth("finance"),
         "order": order,
     }
-
-
-def open_thread(service: Service, headers: dict[str, str], **body: Any) -> dict[str, Any]:
-    with service.client() as http:
-        response = http.post("/v1/threads", json={"subject": "s", "body": "first", **body}, headers=headers)
-        assert response.status_code == 201, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-
-def post(service: Service, headers: dict[str, str], thread_id: str, body: str) -> dict[str, Any]:
-    with service.client() as http:
-        response = http.post(f"/v1/threads/{thread_id}/messages", json={"body": body}, headers=headers)
-        assert response.status_code == 201, response.text
-        return response.json()  # type: ignore[no-any-return]
 
 
 async def test_a_message_reaches_exactly_the_parties_who_may_see_it(

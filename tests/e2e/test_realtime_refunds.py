@@ -15,9 +15,8 @@ import httpx
 import pytest
 import stripe
 
-from tests.conftest import Tokens, money, order_body, uid
-from tests.e2e.conftest import Service, put
-from tests.e2e.test_realtime import drain, open_socket
+from tests.e2e.helpers import Service, drain, open_socket, put
+from tests.factories import Tokens, money, order_body, uid
 
 pytestmark = pytest.mark.slow
 

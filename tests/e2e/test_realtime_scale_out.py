@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Tokens, create_pg_database, make_settings, migrate, order_body, uid
-from tests.e2e.conftest import Service, put
-from tests.e2e.test_realtime import drain, next_events, open_socket, open_thread, post
+from tests.databases import create_pg_database, migrate
+from tests.e2e.helpers import Service, drain, next_events, open_socket, open_thread, post, put, read_until_closed
+from tests.factories import Tokens, make_settings, order_body, uid
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +36,6 @@ def _world(service: Service, auth: Tokens) -> dict[str, Any]:
         "stranger": auth("buyer"),
         "order": order,
     }
-
-
-async def read_until_closed(ws: Any) -> tuple[list[dict[str, Any]], int | None]:
-    got: list[dict[str, Any]] = []
-    try:
-        while True:
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-    except ConnectionClosed as closed:
-        return got, closed.rcvd.code if closed.rcvd else None
-    except TimeoutError:
-        return got, None
 
 
 @pytest.mark.parametrize("broker", ["redis", "postgresql"])

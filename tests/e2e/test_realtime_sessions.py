@@ -15,10 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from app.threads.ws_connection import CLOSE_TOO_MANY_FRAMES, FRAME_BURST, FRAME_RATE
-from tests.conftest import Tokens, order_body, uid
-from tests.e2e.conftest import Service, put
-from tests.e2e.test_realtime import drain, open_socket, open_thread, post, token_of
-from tests.e2e.test_realtime_scale_out import read_until_closed
+from tests.e2e.helpers import Service, drain, open_socket, open_thread, post, put, read_until_closed, token_of
+from tests.factories import Tokens, order_body, uid
 
 pytestmark = pytest.mark.slow
 

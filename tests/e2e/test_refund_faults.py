@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Tokens, World, money, uid
-from tests.e2e.conftest import Service, WorkerProcess, wait_until
-from tests.stripe_server.conftest import API_KEY, StripeServerProcess, stripe_server  # noqa: F401 - fixture
+from tests.e2e.helpers import API_KEY, Service, StripeServerProcess, WorkerProcess, wait_until
+from tests.factories import Tokens, World, money, uid
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,7 +28,7 @@ WEBHOOK_SECRET = "whsec_e2e_0123456789abcdef"
 @pytest.fixture(scope="module")
 def service(
     db_url: str,
-    stripe_server: StripeServerProcess,  # noqa: F811 - the fixture imported above
+    stripe_server: StripeServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
     svc = Service(
@@ -46,7 +45,7 @@ def service(
 
 
 @pytest.fixture
-def provider(stripe_server: StripeServerProcess) -> StripeServerProcess:  # noqa: F811
+def provider(stripe_server: StripeServerProcess) -> StripeServerProcess:
     stripe_server.ctl("POST", "reset")  # also forgets the webhook endpoint: tests that want one set it
     return stripe_server
 

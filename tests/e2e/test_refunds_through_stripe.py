@@ -18,14 +18,16 @@ from app.db import create_engine, utcnow
 from app.payouts import refunds
 from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings
-from tests.conftest import Tokens, World, make_settings, money, uid
-from tests.stripe_server.conftest import API_KEY, StripeServerProcess, stripe_server  # noqa: F401 - fixture
+from tests.e2e.helpers import API_KEY, StripeServerProcess
+from tests.factories import Tokens, World, make_settings, money, uid
+
+pytestmark = pytest.mark.slow  # the local Stripe-compatible server runs as a real process
 
 
 @pytest.fixture
 def stripe_app(
     db_url: str,
-    stripe_server: StripeServerProcess,  # noqa: F811 - the fixture imported above
+    stripe_server: StripeServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[TestClient[Any], Settings, StripeServerProcess]]:
     from app.main import create_app

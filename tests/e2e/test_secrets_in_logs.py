@@ -14,10 +14,8 @@ import pytest
 import stripe
 from websockets.asyncio.client import connect
 
-from tests.api.test_webhooks import Receiver
-from tests.conftest import Tokens, money, order_body, uid
-from tests.e2e.conftest import Service, put, wait_until
-from tests.e2e.test_realtime import drain, open_socket, token_of
+from tests.e2e.helpers import Service, drain, open_socket, put, token_of, wait_until
+from tests.factories import Receiver, Tokens, money, order_body, uid
 
 pytestmark = pytest.mark.slow
 

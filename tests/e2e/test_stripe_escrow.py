@@ -9,9 +9,12 @@ import pytest
 
 from app.payouts.escrow import PaymentProviderError, ProviderRefund
 from app.payouts.stripe_escrow import StripeEscrow
-from tests.stripe_server.conftest import API_KEY, StripeServerProcess, stripe_server  # noqa: F401 - fixture
+from tests.e2e.helpers import API_KEY, StripeServerProcess
 
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # the local Stripe-compatible server runs as a real process
+    pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"),
+]
 
 
 async def card_refund(
@@ -28,14 +31,14 @@ async def card_refund(
 
 
 @pytest.fixture
-def escrow(stripe_server: StripeServerProcess) -> StripeEscrow:  # noqa: F811 - the fixture imported above
+def escrow(stripe_server: StripeServerProcess) -> StripeEscrow:
     stripe_server.ctl("POST", "reset")
     return StripeEscrow(api_key=API_KEY, api_base=stripe_server.url)
 
 
 async def test_refund_by_charge_and_by_payment_intent_with_our_metadata(
     escrow: StripeEscrow,
-    stripe_server: StripeServerProcess,  # noqa: F811
+    stripe_server: StripeServerProcess,
 ) -> None:
     charge = stripe_server.client().v1.charges.create(params={"amount": 2_000, "currency": "eur"})
     made = await card_refund(escrow, charge.id, 700, "rfd_a", {"refund_id": "rfd_a", "order_id": "o1"})
@@ -64,7 +67,7 @@ async def test_refund_by_charge_and_by_payment_intent_with_our_metadata(
 
 async def test_provider_codes_are_kept_and_errors_classified(
     escrow: StripeEscrow,
-    stripe_server: StripeServerProcess,  # noqa: F811
+    stripe_server: StripeServerProcess,
 ) -> None:
     charge = stripe_server.client().v1.charges.create(params={"amount": 500, "currency": "eur"})
     with pytest.raises(PaymentProviderError) as too_large:
@@ -92,7 +95,7 @@ async def test_provider_codes_are_kept_and_errors_classified(
 
 async def test_transfer_reversal_retrieval_and_insufficient_funds(
     escrow: StripeEscrow,
-    stripe_server: StripeServerProcess,  # noqa: F811
+    stripe_server: StripeServerProcess,
 ) -> None:
     client = stripe_server.client()
     charge = client.v1.charges.create(params={"amount": 1_000, "currency": "eur", "transfer_group": "ord_9"})
@@ -127,7 +130,7 @@ async def test_transfer_reversal_retrieval_and_insufficient_funds(
 
 async def test_balance_transactions_of_a_period_page_by_page(
     escrow: StripeEscrow,
-    stripe_server: StripeServerProcess,  # noqa: F811
+    stripe_server: StripeServerProcess,
 ) -> None:
     client = stripe_server.client()
     start = int(time.time()) - 5

@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 
 from app.db import ROOT, create_engine
 from app.models import metadata
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -53,7 +53,7 @@ def test_ready_names_the_command_when_the_schema_is_behind(tmp_sqlite_url: str) 
 
     from app.db import alembic_config
     from app.main import create_app
-    from tests.conftest import migrate
+    from tests.databases import migrate
 
     migrate(tmp_sqlite_url)
     app = create_app(make_settings(tmp_sqlite_url), configure_logs=False)
@@ -88,7 +88,7 @@ def test_downgrade_and_upgrade_round_trip(tmp_sqlite_url: str) -> None:
     from alembic import command
 
     from app.db import alembic_config
-    from tests.conftest import migrate
+    from tests.databases import migrate
 
     migrate(tmp_sqlite_url)
     config = alembic_config(tmp_sqlite_url)

@@ -10,8 +10,7 @@ from litestar.testing import TestClient
 
 from app.db import create_engine
 from app.worker import Worker
-from tests.api.test_disputes import Case
-from tests.conftest import Tokens, World, make_settings, money
+from tests.factories import Case, Tokens, World, make_settings, money
 
 ONE_SECOND = {
     "SAV_SELLER_RESPONSE_SECONDS": "1",

@@ -16,7 +16,7 @@ from app.db import create_engine
 from app.payouts import refunds
 from app.payouts.escrow import ProviderEvent, ProviderRefund
 from app.payouts.models import Refund
-from tests.conftest import World
+from tests.factories import World
 
 
 async def _someone_waits_on_a_lock(engine: AsyncEngine) -> None:

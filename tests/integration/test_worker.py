@@ -11,7 +11,7 @@ from app.db import create_engine, utcnow
 from app.events.models import Event
 from app.idempotency import IdempotencyRecord
 from app.worker import Job, Worker
-from tests.conftest import uid
+from tests.factories import uid
 
 
 def test_old_events_and_keys_are_pruned_and_recent_ones_kept(db_url: str) -> None:

@@ -1,72 +1,24 @@
-"""The local Stripe-compatible server as a real process (``python -m devtools.stripe_server --port 0``)."""
+"""The local Stripe-compatible server as a real process (``python -m devtools.stripe_server --port 0``),
+started by tests/e2e/helpers.py."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import stripe
 
-from devtools.stripe_server.process import NotStarted, start
-
-ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "sk_test_local_0123456789"
-
-
-@dataclass
-class StripeServerProcess:
-    url: str
-    process: subprocess.Popen[str]
-    control: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.control = httpx.Client(base_url=self.url, timeout=10)
-
-    def client(self, *, retries: int = 0, api_key: str = API_KEY) -> stripe.StripeClient:
-        return stripe.StripeClient(
-            api_key,
-            base_addresses={"api": self.url},
-            http_client=stripe.HTTPXClient(allow_sync_methods=True),
-            max_network_retries=retries,
-        )
-
-    def ctl(self, method: str, endpoint: str, /, **data: Any) -> Any:
-        if method == "GET":
-            response = self.control.get(f"/_control/{endpoint}", params=data)
-        else:
-            response = self.control.request(method, f"/_control/{endpoint}", json=data)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {API_KEY}", **kwargs.pop("headers", {})}
-        return self.control.request(method, path, headers=headers, **kwargs)
+from tests.e2e.helpers import StripeServerProcess, running_stripe_server
 
 
 @pytest.fixture(scope="session")
 def stripe_server() -> Iterator[StripeServerProcess]:
-    try:
-        process, url = start()
-    except NotStarted as exc:
-        pytest.fail(str(exc))
-    server = StripeServerProcess(url=url, process=process)
-    try:
+    with running_stripe_server() as server:
         yield server
-    finally:
-        server.control.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 import stripe
 
-from tests.stripe_server.conftest import API_KEY, StripeServerProcess
+from tests.e2e.helpers import API_KEY, StripeServerProcess
 
 # stripe's HTTPXClient posts its encoded form as `data=<str>`, which httpx 0.28 deprecates (not ours to fix).
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # the local Stripe-compatible server runs as a real process
+    pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"),
+]
 
 CANONICAL = Path("/work/shared/stripe/fixtures3.json")
 VENDORED = Path(__file__).resolve().parents[2] / "devtools" / "stripe_server" / "fixtures.json"
