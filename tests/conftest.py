@@ -55,7 +55,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def settings(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # The suite's webhook receivers listen on 127.0.0.1 (tests/api/test_webhooks.py).
+    # The suite's webhook receivers listen on 127.0.0.1 (Receiver in tests/factories.py).
     return make_settings(
         db_url,
         SAV_ATTACHMENTS_DIR=str(tmp_path_factory.mktemp("attachments")),
