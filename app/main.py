@@ -22,6 +22,7 @@ from app.auth import TokenDecoder, auth_middleware
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception
+from app.events.hub import CHANNEL, Hub, events_socket
 from app.health import HealthController
 from app.metrics import MetricsController
 from app.observability import configure_logging, request_id_middleware
@@ -39,7 +40,6 @@ from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
 from app.threads.storage import LocalDiskStorage
-from app.threads.ws import CHANNEL, Hub, events_socket
 from app.webhooks.controller import WebhookEndpointController
 from app.worker import Worker
 

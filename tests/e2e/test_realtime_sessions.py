@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.threads.ws_connection import CLOSE_TOO_MANY_FRAMES, FRAME_BURST, FRAME_RATE
+from app.events.connection import CLOSE_TOO_MANY_FRAMES, FRAME_BURST, FRAME_RATE
 from tests.conftest import Tokens, order_body, uid
 from tests.e2e.conftest import Service, put
 from tests.e2e.test_realtime import drain, open_socket, open_thread, post, token_of

@@ -39,11 +39,7 @@ from app.auth import Actor, TokenDecoder
 from app.errors import Unauthenticated
 from app.events import notify
 from app.events import service as events
-from app.permissions import disclosure
-from app.permissions.enforcer import Resource, is_allowed, relations_for
-from app.schemas import EventId, parse_event_id
-from app.threads.rules import reader_key
-from app.threads.ws_connection import (
+from app.events.connection import (
     CLOSE_TOO_MANY_FRAMES,
     CLOSE_TOO_SLOW,
     CLOSE_UNAUTHENTICATED,
@@ -51,6 +47,10 @@ from app.threads.ws_connection import (
     Connection,
     Ended,
 )
+from app.events.service import reader_key
+from app.permissions import disclosure
+from app.permissions.enforcer import Resource, is_allowed, relations_for
+from app.schemas import EventId, parse_event_id
 
 logger = logging.getLogger("sav.ws")
 
