@@ -22,7 +22,8 @@ from app.auth import TokenDecoder, auth_middleware
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception
-from app.events.hub import CHANNEL, Hub, events_socket
+from app.events.hub import CHANNEL, Hub
+from app.events.socket import events_socket
 from app.health import HealthController
 from app.metrics import MetricsController
 from app.observability import configure_logging, request_id_middleware
