@@ -71,8 +71,8 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 def cmd_worker(_: argparse.Namespace) -> None:
     from app.db import create_engine
+    from app.main import build_worker
     from app.observability import configure_logging
-    from app.worker import Worker
 
     settings = get_settings_or_exit()
     configure_logging(settings.log_level, as_json=settings.log_json)
@@ -81,7 +81,7 @@ def cmd_worker(_: argparse.Namespace) -> None:
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=2)
         try:
-            await Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings).run_forever()
+            await build_worker(settings, engine).run_forever()
         finally:
             await engine.dispose()
 

@@ -7,6 +7,7 @@ every transaction opened with ``BEGIN IMMEDIATE`` so concurrent writers queue in
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -116,7 +117,11 @@ def alembic_config(database_url: str | None = None) -> Config:
     return config
 
 
+@functools.cache
 def migration_head() -> str | None:
+    """The newest revision in alembic/versions, read once per process (at startup, by the schema check):
+    the scripts ship with the code, so they do not change under a running process, and ``/ready`` must not
+    rescan the directory, blocking the event loop, on every probe."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from advanced_alchemy.extensions.litestar import AsyncSessionConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
@@ -16,12 +17,16 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
+from app.disputes import service as disputes
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception
+from app.events.hub import CHANNEL, Hub
+from app.events.socket import events_socket
 from app.health import HealthController
 from app.metrics import MetricsController
 from app.observability import configure_logging, request_id_middleware
@@ -35,13 +40,14 @@ from app.payouts.controller import (
     RefundController,
     StripeWebhookController,
 )
+from app.payouts.models import Refund
+from app.payouts.stripe_escrow import StripeEscrow
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
 from app.threads.storage import LocalDiskStorage
-from app.threads.ws import CHANNEL, Hub, events_socket
 from app.webhooks.controller import WebhookEndpointController
-from app.worker import Worker
+from app.worker import Worker, all_jobs
 
 logger = logging.getLogger("sav")
 
@@ -54,9 +60,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     storage = LocalDiskStorage(settings.attachments_dir)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
-    worker = (
-        Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings) if settings.run_worker else None
-    )
+    worker = build_worker(settings, engine) if settings.run_worker else None
     hub = Hub(
         engine,
         channels,
@@ -147,7 +151,29 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.engine = engine
     app.state.token_decoder = TokenDecoder(settings)
     app.state.hub = hub
+    app.state.worker = worker
     return app
+
+
+def payment_gateway(settings: Settings) -> StripeEscrow | None:
+    """The payment provider's adapter, when one is configured (``SAV_STRIPE_API_KEY``). Without it refunds
+    are granted and stay pending until a worker with a key runs."""
+    if not settings.stripe_api_key:
+        return None
+    return StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
+
+
+def build_worker(settings: Settings, engine: AsyncEngine) -> Worker:
+    """The background worker with its payment gateway and every reaction it runs: the one built inside
+    the server (``SAV_RUN_WORKER``) and the one ``sav worker`` runs are this one."""
+    gateway = payment_gateway(settings)
+
+    async def refund_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
+        # A refund the worker paid (or saw fail) moves the dispute it resolves on.
+        await disputes.refund_settled(session, refund, now, settings)
+
+    jobs = all_jobs(settings, gateway=gateway, on_refund_settled=refund_settled)
+    return Worker(engine, poll_seconds=settings.worker_poll_seconds, jobs=jobs)
 
 
 def channels_backend(settings: Settings) -> ChannelsBackend:

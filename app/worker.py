@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -25,8 +25,6 @@ from app.disputes import service as disputes
 from app.events import service as events
 from app.payouts import refunds
 from app.payouts.escrow import EscrowGateway
-from app.payouts.models import Refund
-from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -45,54 +43,48 @@ class Job:
     own_transactions: bool = False
 
 
-def escrow_gateway(settings: Settings) -> EscrowGateway | None:
-    """The payment provider, when one is configured (``SAV_STRIPE_API_KEY``). Without it refunds are
-    granted and stay pending until a worker with a key runs."""
-    if not settings.stripe_api_key:
-        return None
-    return StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
-
-
-def default_jobs(settings: Settings | None = None) -> list[Job]:
-    jobs = [
+def housekeeping_jobs() -> list[Job]:
+    return [
         Job("prune-events", 3600, events.prune),
         Job("prune-idempotency-keys", 3600, idempotency.prune_expired),
     ]
-    if settings is not None:
 
-        async def dispute_timers(session: AsyncSession) -> int:
-            return await disputes.fire_due_timers(session, settings=settings)
 
-        jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
-        policy = webhooks.Policy.from_settings(settings)
+def all_jobs(settings: Settings, *, gateway: EscrowGateway | None, on_refund_settled: refunds.OnSettled) -> list[Job]:
+    """Every job of a worker. The payment gateway and the reactions come from the wiring
+    (``app.main.build_worker``); without a gateway refunds are granted and stay pending until a worker
+    with one runs."""
+    jobs = housekeeping_jobs()
 
-        async def deliver_webhooks(sessions: async_sessionmaker[AsyncSession]) -> int:
-            return await webhooks.deliver_due(sessions, policy=policy)
+    async def dispute_timers(session: AsyncSession) -> int:
+        return await disputes.fire_due_timers(session, settings=settings)
 
-        jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, deliver_webhooks, own_transactions=True))
-        gateway = escrow_gateway(settings)
-        if gateway is not None:
+    jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
+    policy = webhooks.Policy.from_settings(settings)
 
-            async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-                await disputes.refund_settled(session, refund, now, settings)
+    async def deliver_webhooks(sessions: async_sessionmaker[AsyncSession]) -> int:
+        return await webhooks.deliver_due(sessions, policy=policy)
 
-            async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
-                # A full batch means more are due: keep going (bounded, so other jobs get their turn)
-                # instead of waiting a poll interval between batches.
-                paid = 0
-                for _ in range(REFUND_BATCHES_PER_PASS):
-                    done = await refunds.pay_due(
-                        sessions,
-                        gateway=gateway,
-                        on_settled=on_settled,
-                        lease=timedelta(seconds=settings.refund_lease_seconds),
-                    )
-                    paid += done
-                    if done < refunds.BATCH:
-                        break
-                return paid
+    jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, deliver_webhooks, own_transactions=True))
+    if gateway is not None:
 
-            jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
+        async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
+            # A full batch means more are due: keep going (bounded, so other jobs get their turn)
+            # instead of waiting a poll interval between batches.
+            paid = 0
+            for _ in range(REFUND_BATCHES_PER_PASS):
+                done = await refunds.pay_due(
+                    sessions,
+                    gateway=gateway,
+                    on_settled=on_refund_settled,
+                    lease=timedelta(seconds=settings.refund_lease_seconds),
+                )
+                paid += done
+                if done < refunds.BATCH:
+                    break
+            return paid
+
+        jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
     return jobs
 
 
@@ -103,11 +95,11 @@ class Worker:
         *,
         poll_seconds: float,
         jobs: list[Job] | None = None,
-        settings: Settings | None = None,
     ) -> None:
+        """``jobs``: housekeeping only by default; the service's worker is built by ``app.main.build_worker``."""
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.poll_seconds = poll_seconds
-        self.jobs = jobs if jobs is not None else default_jobs(settings)
+        self.jobs = jobs if jobs is not None else housekeeping_jobs()
         self._task: asyncio.Task[None] | None = None
 
     async def run_due(self, now: float | None = None) -> dict[str, int]:

@@ -94,6 +94,12 @@ async def sequence_committed(engine: AsyncEngine) -> int | None:
                 return numbered
 
 
+def reader_key(actor: Actor) -> str:
+    """Who reads: an event sent to one reader (``recipient``), a read cursor and an upload belong to a
+    person (a shop's members each have their own)."""
+    return actor.key
+
+
 def visible_events(actor: Actor, reader: str) -> Any:
     return visible_resources(
         actor,

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
 from app.errors import BusinessRuleViolation, NotFound, PayloadTooLarge, ValidationFailed
+from app.events.service import reader_key
 from app.permissions.visibility import visible_threads
 from app.threads.models import Attachment, Message, MessageAttachment, Thread
-from app.threads.rules import reader_key
 from app.threads.schemas import AttachmentRead, Audience
 from app.threads.storage import AttachmentStorage
 

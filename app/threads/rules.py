@@ -23,11 +23,6 @@ def party_of(actor: Actor) -> Party:
     return Party.OPERATOR
 
 
-def reader_key(actor: Actor) -> str:
-    """Read cursors and uploads belong to a person (a shop's members each have their own)."""
-    return actor.key
-
-
 def clean_body(body: str | None, *, field: str = "body") -> str:
     if body is None:
         raise ValidationFailed(f"{field} is required", field=field)

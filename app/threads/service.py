@@ -14,6 +14,7 @@ from app.auth import Actor
 from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Forbidden, NotFound, ValidationFailed
 from app.events import service as events
+from app.events.service import reader_key
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
 from app.permissions import disclosure
@@ -24,7 +25,7 @@ from app.sellers.models import Seller
 from app.threads import attachments as attachment_service
 from app.threads import macros as macro_service
 from app.threads.models import Message, ReadCursor, Thread
-from app.threads.rules import awaiting_reply_from, clean_body, clean_subject, party_of, reader_key
+from app.threads.rules import awaiting_reply_from, clean_body, clean_subject, party_of
 from app.threads.schemas import (
     Audience,
     Author,

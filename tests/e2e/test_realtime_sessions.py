@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.threads.ws_connection import CLOSE_TOO_MANY_FRAMES, FRAME_BURST, FRAME_RATE
+from app.events.connection import CLOSE_TOO_MANY_FRAMES, FRAME_BURST, FRAME_RATE
 from tests.e2e.helpers import Service, drain, open_socket, open_thread, post, put, read_until_closed, token_of
 from tests.factories import Tokens, order_body, uid
 

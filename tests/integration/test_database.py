@@ -68,6 +68,23 @@ def test_ready_names_the_command_when_the_schema_is_behind(tmp_sqlite_url: str) 
         assert "alembic upgrade head" in response.json()["detail"]
 
 
+def test_ready_does_not_rescan_the_migration_scripts_on_each_probe(tmp_sqlite_url: str, monkeypatch: Any) -> None:
+    """The head revision is read at startup; a probe only asks the database where it is."""
+    from app import db
+    from app.main import create_app
+    from tests.conftest import migrate
+
+    migrate(tmp_sqlite_url)
+    app = create_app(make_settings(tmp_sqlite_url), configure_logs=False)
+    with TestClient(app) as client:
+
+        def rescan(*_: Any, **__: Any) -> Any:
+            raise AssertionError("the migration scripts were read again")
+
+        monkeypatch.setattr(db.ScriptDirectory, "from_config", rescan)
+        assert [client.get("/ready").status_code for _ in range(2)] == [200, 200]
+
+
 def test_sav_serve_on_an_unmigrated_database_exits_with_the_command_to_run(tmp_sqlite_url: str) -> None:
     env = {**os.environ, "SAV_DATABASE_URL": tmp_sqlite_url, "SAV_JWT_SECRET": "x" * 40}
     result = subprocess.run(

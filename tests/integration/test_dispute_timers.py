@@ -9,7 +9,6 @@ from typing import Any
 from litestar.testing import TestClient
 
 from app.db import create_engine
-from app.worker import Worker
 from tests.factories import Case, Tokens, World, make_settings, money
 
 ONE_SECOND = {
@@ -21,7 +20,7 @@ ONE_SECOND = {
 
 
 def test_timers_fire_once_with_two_workers(db_url: str, tmp_path: Any) -> None:
-    from app.main import create_app
+    from app.main import build_worker, create_app
 
     settings = make_settings(db_url, SAV_ATTACHMENTS_DIR=str(tmp_path), **ONE_SECOND)
     with TestClient(app=create_app(settings, configure_logs=False)) as client:
@@ -46,7 +45,7 @@ def test_timers_fire_once_with_two_workers(db_url: str, tmp_path: Any) -> None:
         async def two_workers() -> list[dict[str, int]]:
             engines = [create_engine(db_url), create_engine(db_url)]
             try:
-                workers = [Worker(e, poll_seconds=1, settings=settings) for e in engines]
+                workers = [build_worker(settings, e) for e in engines]
                 return list(await asyncio.gather(*(w.run_due() for w in workers)))
             finally:
                 for engine in engines:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from app.auth import Actor, Role
-from app.threads.ws_connection import CLOSE_UNAUTHENTICATED, FRAME_BURST, FRAME_RATE, Connection, FrameBudget
+from app.events.connection import CLOSE_UNAUTHENTICATED, FRAME_BURST, FRAME_RATE, Connection, FrameBudget
 
 
 def connection(**fields: Any) -> Connection:
