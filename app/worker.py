@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import idempotency
-from app.disputes import service as disputes
+from app.disputes.resolution import refund_settled
+from app.disputes.timers import fire_due_timers
 from app.events import service as events
 from app.payouts import refunds
 from app.payouts.escrow import EscrowGateway
@@ -61,7 +62,7 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
     if settings is not None:
 
         async def dispute_timers(session: AsyncSession) -> int:
-            return await disputes.fire_due_timers(session, settings=settings)
+            return await fire_due_timers(session, settings=settings)
 
         jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
         policy = webhooks.Policy.from_settings(settings)
@@ -74,7 +75,7 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
         if gateway is not None:
 
             async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-                await disputes.refund_settled(session, refund, now, settings)
+                await refund_settled(session, refund, now, settings)
 
             async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
                 # A full batch means more are due: keep going (bounded, so other jobs get their turn)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine, utcnow
-from app.disputes import service as disputes
+from app.disputes.resolution import refund_settled
 from app.payouts import refunds
 from app.payouts.escrow import PaymentProviderError
 from app.payouts.ledger import LedgerEntry
@@ -40,7 +40,7 @@ def pay(settings: Settings, escrow: FakeEscrow, *, later: timedelta = timedelta(
             sessions = async_sessionmaker(engine, expire_on_commit=False)
 
             async def on_settled(session: Any, refund: Any, now: Any) -> None:
-                await disputes.refund_settled(session, refund, now, settings)
+                await refund_settled(session, refund, now, settings)
 
             return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
         finally:
