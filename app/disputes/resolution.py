@@ -62,7 +62,7 @@ COMMITTING = (Status.AWAITING_BUYER.value, Status.AWAITING_RETURN.value, Status.
 def _granted(resolution: Resolution) -> Money:
     """The amount of a checked money resolution: :func:`check_resolution` always stores it."""
     if resolution.amount is None:
-        raise ValueError(f"a {resolution.type.value} resolution is stored with its amount")
+        raise ValueError(f"a {resolution.type.value} resolution without its amount (check_resolution sets it)")
     return resolution.amount
 
 
