@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
-from app.disputes import service as disputes
+from app.disputes import resolution as disputes
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import idempotency
-from app.disputes import service as disputes
+from app.disputes.timers import fire_due_timers
 from app.events import service as events
 from app.payouts import refunds
 from app.payouts.escrow import EscrowGateway
@@ -57,7 +57,7 @@ def all_jobs(settings: Settings, *, gateway: EscrowGateway | None, on_refund_set
     jobs = housekeeping_jobs()
 
     async def dispute_timers(session: AsyncSession) -> int:
-        return await disputes.fire_due_timers(session, settings=settings)
+        return await fire_due_timers(session, settings=settings)
 
     jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
     policy = webhooks.Policy.from_settings(settings)

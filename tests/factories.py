@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.auth import issue_token
 from app.db import create_engine, utcnow
-from app.disputes import service as disputes
+from app.disputes import resolution as disputes
 from app.payouts import refunds
 from app.payouts.ledger import LedgerEntry
 from app.settings import Settings, load_settings

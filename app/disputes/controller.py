@@ -138,7 +138,7 @@ class QueueController(Controller):
         priority: Annotated[Literal["critical", "standard"] | None, QueryParameter()] = None,
         seller_id: Annotated[str | None, QueryParameter()] = None,
     ) -> Page[DisputeRead]:
-        return await service.queue(
+        return await service.list_queue(
             db_session,
             actor=request.user,
             settings=settings,

@@ -1,26 +1,26 @@
-"""Disputes: open, read, act, queue, timers. The rules of who moves what where live in workflow.py.
+"""Disputes: open, read, act, rate. The rules of who moves what where live in workflow.py.
 
 Every action runs in the request's transaction: lock the dispute row (SELECT ... FOR UPDATE on
-PostgreSQL; SQLite's write lock is taken at BEGIN), ask the workflow, write the change, its audit event,
-its real-time event and its outbound webhooks together. Two simultaneous actions are serialized by the
-lock; the second one sees the first one's result (so of eight claims, one wins and seven get 409).
+PostgreSQL; SQLite's write lock is taken at BEGIN), ask the workflow, and write the change with its audit
+event, real-time event and outbound webhooks together (transitions.py). Two simultaneous actions are
+serialized by the lock; the second one sees the first one's result (so of eight claims, one wins and
+seven get 409).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor, Role
 from app.db import utcnow
-from app.disputes import workflow
+from app.disputes import queue, resolution, transitions, workflow
 from app.disputes.models import Dispute, DisputeEvent, DisputeLine
 from app.disputes.schemas import (
     AcceptClaim,
@@ -36,22 +36,16 @@ from app.disputes.schemas import (
     EventActor,
     MarkReturned,
     Propose,
+    Requested,
     RequestInfo,
     Resolution,
-    ResolutionType,
-    Sla,
 )
-from app.disputes.workflow import Action, Caller, Status, Timing
+from app.disputes.workflow import Action, Outcome, Status
 from app.errors import BusinessRuleViolation, Conflict, Forbidden, NotFound, ValidationFailed
-from app.events import service as events
-from app.money import Money, require_currency
+from app.money import Money
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.orders.service import resource_of as order_resource
-from app.payouts import refunds, rules
-from app.payouts import service as payouts
-from app.payouts.models import Refund
-from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.permissions.visibility import visible_resources
@@ -61,71 +55,13 @@ from app.settings import Settings
 from app.threads import service as threads
 from app.threads.rules import clean_body
 from app.threads.schemas import Audience
-from app.webhooks import service as webhooks
-
-CRITICAL_REASONS = frozenset({"not_received", "damaged", "wrong_item"})
-QUEUE_STATUSES = (Status.ESCALATED.value, Status.IN_REVIEW.value)
-
-
-def timing_of(settings: Settings) -> dict[Timing, int]:
-    return {
-        Timing.SELLER_RESPONSE: settings.seller_response_seconds,
-        Timing.BUYER_RESPONSE: settings.buyer_response_seconds,
-        Timing.RETURN: settings.return_seconds,
-        Timing.REOPEN_WINDOW: settings.reopen_window_seconds,
-    }
 
 
 def resource_of(dispute: Dispute) -> Resource:
     return Resource(kind="dispute", buyer_id=dispute.buyer_id, seller_id=dispute.seller_id)
 
 
-def caller_of(actor: Actor) -> Caller:
-    return Caller(id=actor.id, role=actor.role.value, seller_id=actor.seller_id)
-
-
-def state_of(dispute: Dispute, refund_on: str = "receipt") -> workflow.DisputeState:
-    return workflow.DisputeState(
-        status=Status(dispute.status),
-        buyer_id=dispute.buyer_id,
-        seller_id=dispute.seller_id,
-        assignee_id=dispute.assignee_id,
-        assignee_role=dispute.assignee_role,
-        offer=dispute.offer,
-        resolution=dispute.resolution,
-        refund_on=refund_on,
-        resolved_at=dispute.resolved_at,
-        decided_by=dispute.decided_by,
-        appealed=dispute.appealed,
-        reopened=dispute.reopened,
-        excluded_arbitrator=dispute.excluded_arbitrator,
-    )
-
-
 # --- reading --------------------------------------------------------------------------------------------
-
-
-def _sla(dispute: Dispute, now: datetime) -> Sla | None:
-    if dispute.first_response_due is None:
-        return None
-    first = dispute.first_claimed_at or now
-    responded_late = first > dispute.first_response_due
-    finished = dispute.resolved_at if dispute.status in ("resolved", "closed", "resolving") else None
-    resolved_late = dispute.resolution_due is not None and (finished or now) > dispute.resolution_due
-    return Sla(
-        first_response_due=dispute.first_response_due,
-        resolution_due=dispute.resolution_due,
-        breached=responded_late or resolved_late,
-    )
-
-
-def _overdue(dispute: Dispute, now: datetime, settings: Settings) -> bool:
-    return (
-        dispute.status == Status.ESCALATED
-        and dispute.assignee_id is None
-        and dispute.escalated_at is not None
-        and now - dispute.escalated_at > timedelta(seconds=settings.queue_overdue_seconds)
-    )
 
 
 def to_read(
@@ -133,8 +69,8 @@ def to_read(
 ) -> DisputeRead:
     """The dispute as this caller may see it: the parts the policy keeps from it are left out."""
     status = Status(dispute.status)
-    timing = timing_of(settings)
-    allowed = workflow.allowed_actions(state_of(dispute), caller_of(actor), now, timing)
+    timing = transitions.timing_of(settings)
+    allowed = workflow.allowed_actions(transitions.state_of(dispute), actor, now, timing)
     view = disclosure.view_of(actor, buyer_id=dispute.buyer_id, seller_id=dispute.seller_id)
     reopen_until = (
         dispute.resolved_at + timedelta(seconds=settings.reopen_window_seconds)
@@ -153,7 +89,7 @@ def to_read(
         amount=Money(dispute.amount, dispute.currency),
         offer=disclosure.terms(view, dispute.offer),
         resolution=disclosure.terms(view, dispute.resolution),
-        priority="critical" if dispute.priority == "critical" else "standard",
+        priority=queue.CRITICAL if dispute.priority == queue.CRITICAL else queue.STANDARD,
         assignee_id=disclosure.assignee_id(view, dispute.assignee_id),
         thread_id=dispute.thread_id,
         lines=lines,
@@ -162,8 +98,8 @@ def to_read(
         allowed_actions=allowed,
         return_shipment=dispute.return_shipment,
         return_condition=dispute.return_condition,
-        sla=_sla(dispute, now),
-        overdue=_overdue(dispute, now, settings),
+        sla=queue.sla_of(dispute, now),
+        overdue=queue.is_overdue(dispute, now, settings),
         refund_failed=bool(dispute.refund_failed),
         created_at=dispute.created_at,
         updated_at=dispute.updated_at,
@@ -251,7 +187,7 @@ async def _page(
     return Page(items=items, next_cursor=encode_cursor(*key(rows[-1])) if more and rows else None)
 
 
-async def queue(
+async def list_queue(
     session: AsyncSession,
     *,
     actor: Actor,
@@ -263,46 +199,19 @@ async def queue(
     priority: str | None,
     seller_id: str | None,
 ) -> Page[DisputeRead]:
-    """Escalated and in-review disputes, most urgent first: the nearest SLA due date (a breached one is
-    in the past, so first), then critical before standard, then the larger amount, then the older."""
+    """Escalated and in-review disputes, most urgent first (queue.py says what that means)."""
     if not is_allowed(actor, Resource(kind="dispute_queue"), "read"):
         raise Forbidden("the dispute queue is for operator staff")
-    if status is not None and status not in QUEUE_STATUSES:
-        raise ValidationFailed("status must be escalated or in_review", field="status")
-    query = select(Dispute).where(Dispute.queue_due_at.is_not(None))
-    for column, value in (
-        (Dispute.status, status),
-        (Dispute.assignee_id, assignee_id),
-        (Dispute.priority, priority),
-        (Dispute.seller_id, seller_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if cursor is not None:
-        due, rank, amount, created, last_id = decode_cursor(cursor, (datetime, int, int, datetime, str))
-        query = query.where(
-            or_(
-                Dispute.queue_due_at > due,
-                and_(Dispute.queue_due_at == due, Dispute.priority_rank > rank),
-                and_(Dispute.queue_due_at == due, Dispute.priority_rank == rank, Dispute.amount < amount),
-                and_(
-                    Dispute.queue_due_at == due,
-                    Dispute.priority_rank == rank,
-                    Dispute.amount == amount,
-                    or_(Dispute.created_at > created, and_(Dispute.created_at == created, Dispute.id > last_id)),
-                ),
-            )
-        )
-    query = query.order_by(
-        Dispute.queue_due_at, Dispute.priority_rank, Dispute.amount.desc(), Dispute.created_at, Dispute.id
-    ).limit(limit + 1)
-    rows = list((await session.scalars(query)).all())
-
-    def key(d: Dispute) -> list[Any]:
-        assert d.queue_due_at is not None
-        return [d.queue_due_at.isoformat(), d.priority_rank, d.amount, d.created_at.isoformat(), d.id]
-
-    return await _page(session, rows, limit, actor, settings, key)
+    rows = await queue.most_urgent(
+        session,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        assignee_id=assignee_id,
+        priority=priority,
+        seller_id=seller_id,
+    )
+    return await _page(session, rows, limit, actor, settings, queue.cursor_key)
 
 
 async def list_events(
@@ -383,24 +292,10 @@ async def open_dispute(session: AsyncSession, *, actor: Actor, data: DisputeCrea
         )
 
     requested = data.requested
-    if requested.amount is not None and requested.amount.currency != order.currency:
-        raise BusinessRuleViolation(
-            f"requested.amount is in {requested.amount.currency} but the order is in {order.currency}",
-            code="money.currency_mismatch",
-        )
-    if requested.type == ResolutionType.DENY:
-        raise ValidationFailed("a buyer cannot request a denial", field="requested.type")
-    needs_amount = requested.type in (ResolutionType.REFUND_PARTIAL, ResolutionType.CREDIT, ResolutionType.PROMO_CODE)
-    if needs_amount and requested.amount is None:
-        raise ValidationFailed(f"a {requested.type} request needs an amount", field="requested.amount")
-    if requested.amount is not None and requested.type in workflow.MONEY_TYPES and requested.amount.amount > amount:
-        raise BusinessRuleViolation(
-            f"requested {requested.amount.amount} is more than the disputed {amount}",
-            code="dispute.amount_exceeds_order",
-        )
+    resolution.check_requested(requested, currency=order.currency, disputed=amount)
 
     now = utcnow()
-    critical = data.reason.value in CRITICAL_REASONS or order.total_amount >= settings.dispute_critical_amount
+    priority, priority_rank = queue.priority_of(data.reason, order.total_amount, settings)
     dispute_id = f"dsp_{uuid.uuid4().hex}"
     thread = await threads.create_thread(
         session,
@@ -423,8 +318,8 @@ async def open_dispute(session: AsyncSession, *, actor: Actor, data: DisputeCrea
         requested=msgspec.to_builtins(requested),
         currency=order.currency,
         amount=amount,
-        priority="critical" if critical else "standard",
-        priority_rank=0 if critical else 1,
+        priority=priority,
+        priority_rank=priority_rank,
         thread_id=thread.thread_id,
         respond_by=now + timedelta(seconds=settings.seller_response_seconds),
         appealed=False,
@@ -440,10 +335,10 @@ async def open_dispute(session: AsyncSession, *, actor: Actor, data: DisputeCrea
     )
     if order.escrow_status == EscrowStatus.HELD.value:
         order.escrow_status = EscrowStatus.FROZEN.value
-    await _record(
+    await transitions.record(
         session,
         dispute,
-        who=_who(actor),
+        actor=actor,
         action="open",
         from_status=None,
         data={"reason": data.reason.value, "requested": dispute.requested, "lines": wanted},
@@ -453,20 +348,6 @@ async def open_dispute(session: AsyncSession, *, actor: Actor, data: DisputeCrea
 
 
 # --- acting ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Who:
-    id: str
-    role: str
-    name: str
-
-
-SYSTEM_WHO = Who(id="system", role="system", name="System")
-
-
-def _who(actor: Actor) -> Who:
-    return Who(id=actor.id, role=actor.role.value, name=actor.name or actor.id)
 
 
 async def act(
@@ -479,12 +360,12 @@ async def act(
     # the others (a claim is the hot path of the operator queue). The budget is read where it is checked.
     needs_shop = action == Action.MARK_RETURNED
     seller = await session.get(Seller, dispute.seller_id) if needs_shop else None
-    state = state_of(dispute, seller.refund_on if seller is not None else "receipt")
-    caller, timing = caller_of(actor), timing_of(settings)
+    state = transitions.state_of(dispute, seller.refund_on if seller is not None else "receipt")
+    timing = transitions.timing_of(settings)
     try:
-        workflow.check(state, action, caller, now=now, timing=timing)
+        workflow.check(state, action, actor, now=now, timing=timing)
         payload = await _payload(session, dispute, actor, body, settings)
-        change = workflow.apply(state, action, caller, now=now, timing=timing, payload=payload)
+        change = workflow.apply(state, action, actor, now=now, timing=timing, payload=payload)
     except workflow.NotYourAction as exc:
         raise Forbidden(str(exc)) from None
     except workflow.AlreadyClaimed as exc:
@@ -501,17 +382,17 @@ async def act(
 
     if isinstance(body, RequestInfo):
         payload = await _ask(session, dispute, actor, body)
-    await _apply_change(
-        session,
-        dispute,
-        change,
-        who=_who(actor),
-        action=action.value,
-        data=payload,
-        now=now,
-        settings=settings,
-        actor=actor,
+    from_status = await transitions.write(session, dispute, change, now=now, settings=settings)
+    # A money resolution becomes its refund, credit note or promo code in this transaction, before the
+    # change is announced (the refund's events come first).
+    granted = None
+    if transitions.enters_resolving(from_status, change):
+        granted = await resolution.grant_resolution_refund(session, dispute, actor=actor, settings=settings)
+    await transitions.record(
+        session, dispute, actor=actor, action=action.value, from_status=from_status, data=payload, now=now
     )
+    if granted is not None and resolution.settled_at_once(granted):
+        await resolution.resolve_at_once(session, dispute, granted, now=now, settings=settings)
     lines = await _lines_of(session, [dispute.id])
     return to_read(dispute, lines[dispute.id], actor, settings, now)
 
@@ -519,111 +400,26 @@ async def act(
 async def _payload(
     session: AsyncSession, dispute: Dispute, actor: Actor, body: ActionBody, settings: Settings
 ) -> dict[str, Any]:
-    """The action's fields, validated against the order's money (amounts, currency, the caller's limit)."""
+    """The action's fields, validated against the order's money (amounts, currency, the caller's limit).
+    A resolution in it is the checked :class:`Resolution` (the workflow reads it; the audit stores its JSON)."""
     payload: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(body).items() if k != "action"}
     if isinstance(body, Propose | Decide):
         if isinstance(body, Decide) and body.resolution.at_fault is None:
             raise ValidationFailed("a decision must say who is at fault", field="resolution.at_fault")
-        payload["resolution"] = await _check_resolution(session, dispute, actor, body.resolution, settings)
+        payload["resolution"] = await resolution.check_resolution(session, dispute, actor, body.resolution, settings)
     elif isinstance(body, AcceptClaim):
-        requested = dispute.requested
-        resolution = Resolution(
-            type=ResolutionType(requested["type"]),
-            amount=Money(**requested["amount"]) if requested.get("amount") else None,
+        # The seller grants what the buyer asked for, from its own funds.
+        requested = msgspec.convert(dispute.requested, Requested)
+        claimed = Resolution(
+            type=requested.type,
+            amount=requested.amount,
             return_required=body.return_required,
             funded_by="seller",
         )
-        payload["resolution"] = await _check_resolution(session, dispute, actor, resolution, settings)
+        payload["resolution"] = await resolution.check_resolution(session, dispute, actor, claimed, settings)
     elif isinstance(body, MarkReturned | ConfirmReturn):
         payload = {k: v for k, v in payload.items() if v is not None}
     return payload
-
-
-# A dispute's money resolution, as the compensation kind it becomes (app/payouts/rules.py).
-COMPENSATION_KIND = {"refund_full": "full", "refund_partial": "partial", "credit": "credit", "promo_code": "promo_code"}
-# Where a dispute holds money it committed but has not granted yet: an open offer, an accepted resolution
-# waiting for the return. (In ``resolving`` its refund exists; before and after, nothing is committed.)
-COMMITTING = (Status.AWAITING_BUYER.value, Status.AWAITING_RETURN.value, Status.RETURN_IN_TRANSIT.value)
-
-
-async def _check_resolution(
-    session: AsyncSession, dispute: Dispute, actor: Actor, resolution: Resolution, settings: Settings
-) -> dict[str, Any]:
-    """A resolution the caller commits to, checked by the money rules that refunds use: the amount
-    against what the dispute can still refund, the funding and the caller's per-order limit (a shop's
-    budget, an agent's goodwill limit) against what the order already used, under the order's lock."""
-    for name in ("amount", "seller_share"):
-        require_currency(getattr(resolution, name), dispute.currency, f"resolution.{name}")
-    out: dict[str, Any] = msgspec.to_builtins(resolution)
-    kind = COMPENSATION_KIND.get(resolution.type.value)
-    if kind is None:
-        for name in ("amount", "seller_share", "bonus_percent"):
-            if getattr(resolution, name) is not None:
-                raise ValidationFailed(f"a {resolution.type} resolution carries no {name}", field=f"resolution.{name}")
-        # No money moves; only the funding rule applies (a shop's resolution is the shop's).
-        rules.check_grant(
-            actor.role.value,
-            funded_by=resolution.funded_by,
-            grant=rules.NOTHING,
-            used=rules.NOTHING,
-            budget=None,
-            goodwill_limit=0,
-        )
-        return out
-    # The lock makes a concurrent refund or dispute action on this order wait until this one commits.
-    await payouts.lock_order(session, dispute.order_id)
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
-    grant = rules.compensation(
-        kind,
-        amount=resolution.amount,
-        funded_by=resolution.funded_by,
-        seller_share=resolution.seller_share,
-        bonus_percent=resolution.bonus_percent,
-        currency=dispute.currency,
-        ceiling=min(dispute.amount, refundable),
-        field_prefix="resolution.",
-    )
-    used = await payouts.compensation_on_order(session, order_id=dispute.order_id, currency=dispute.currency)
-    used += await committed_on_order(session, dispute.order_id, excluding=dispute.id)
-    seller = await session.get(Seller, dispute.seller_id) if actor.role == Role.SELLER else None
-    rules.check_grant(
-        actor.role.value,
-        funded_by=resolution.funded_by,
-        grant=grant.split,
-        used=used,
-        budget=rules.budget_in(
-            seller.refund_budget_amount if seller else None,
-            seller.refund_budget_currency if seller else None,
-            dispute.currency,
-        ),
-        goodwill_limit=settings.agent_goodwill_limit,
-    )
-    out["amount"] = {"amount": grant.amount, "currency": dispute.currency}
-    return out
-
-
-async def committed_on_order(session: AsyncSession, order_id: str, *, excluding: str | None = None) -> rules.Split:
-    """Money the order's disputes committed but have not granted yet (open offers, resolutions waiting
-    for a return), split by who pays it: it counts against the per-order limits like a grant, so an offer
-    and a direct refund cannot together pass a shop's budget."""
-    rows = await session.execute(
-        select(Dispute.id, Dispute.status, Dispute.offer, Dispute.resolution).where(
-            Dispute.order_id == order_id, Dispute.status.in_(COMMITTING)
-        )
-    )
-    total = rules.NOTHING
-    for dispute_id, status, offer, resolution in rows.all():
-        held = offer if status == Status.AWAITING_BUYER.value else resolution
-        if dispute_id == excluding or not held or held.get("type") not in COMPENSATION_KIND:
-            continue
-        share = held.get("seller_share")
-        total += rules.split_of(
-            held.get("funded_by", "seller"),
-            int(held["amount"]["amount"]),
-            int(share["amount"]) if share else None,
-            held.get("bonus_percent"),
-        )
-    return total
 
 
 async def _ask(session: AsyncSession, dispute: Dispute, actor: Actor, body: RequestInfo) -> dict[str, Any]:
@@ -646,215 +442,6 @@ async def _ask(session: AsyncSession, dispute: Dispute, actor: Actor, body: Requ
     return {"party": body.party, "thread_id": message.thread_id, "message_id": message.message_id}
 
 
-async def _apply_change(
-    session: AsyncSession,
-    dispute: Dispute,
-    change: workflow.Change,
-    *,
-    who: Who,
-    action: str,
-    data: dict[str, Any],
-    now: datetime,
-    settings: Settings,
-    actor: Actor | None = None,
-) -> None:
-    from_status = dispute.status
-    for name, value in change.fields.items():
-        setattr(dispute, name, value)
-    dispute.status = change.to_status.value
-    if change.outcome is not None:
-        dispute.outcome = change.outcome
-    if change.to_status == Status.RESOLVED and dispute.resolved_at is None:
-        dispute.resolved_at = now
-    _update_sla(dispute, settings, now)
-    dispute.updated_at = now
-    if change.to_status == Status.CLOSED:
-        await _unfreeze_escrow(session, dispute)
-    granted = None
-    if change.to_status == Status.RESOLVING and from_status != Status.RESOLVING and actor is not None:
-        granted = await _grant_resolution_refund(session, dispute, actor, settings)
-    await _record(session, dispute, who=who, action=action, from_status=from_status, data=data, now=now)
-    if granted is not None and granted.status == "succeeded":
-        # A credit note or promo code is settled the moment it is issued: resolve now.
-        done = workflow.apply(
-            state_of(dispute), Action.REFUND_SUCCEEDED, workflow.SYSTEM, now=now, timing=timing_of(settings)
-        )
-        settled = {"refund_id": granted.refund_id, "status": granted.status, "kind": granted.kind}
-        await _apply_change(
-            session,
-            dispute,
-            done,
-            who=SYSTEM_WHO,
-            action=Action.REFUND_SUCCEEDED.value,
-            data=settled,
-            now=now,
-            settings=settings,
-        )
-
-
-async def _grant_resolution_refund(
-    session: AsyncSession, dispute: Dispute, actor: Actor, settings: Settings
-) -> RefundRead | None:
-    """A money resolution becomes its refund, credit note or promo code in the same transaction. A
-    provider refund is paid by the payouts worker, which then moves the dispute on (``refund_settled``)."""
-    resolution = dispute.resolution or {}
-    kinds = {
-        "refund_full": RefundKind.PARTIAL,
-        "refund_partial": RefundKind.PARTIAL,
-        "credit": RefundKind.CREDIT,
-        "promo_code": RefundKind.PROMO_CODE,
-    }
-    kind = kinds.get(resolution.get("type", ""))
-    if kind is None:
-        return None
-    amount = int(resolution["amount"]["amount"])
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
-    if kind == RefundKind.PARTIAL and amount == refundable:
-        kind = RefundKind.FULL
-    previous = await session.scalar(select(func.count()).select_from(Refund).where(Refund.dispute_id == dispute.id))
-    seller_share = resolution.get("seller_share")
-    return await refunds.grant_refund(
-        session,
-        actor=actor,
-        data=RefundCreate(
-            order_id=dispute.order_id,
-            kind=kind,
-            amount=None if kind == RefundKind.FULL else Money(amount, dispute.currency),
-            funded_by=resolution.get("funded_by", "seller"),
-            seller_share=Money(**seller_share) if seller_share else None,
-            bonus_percent=resolution.get("bonus_percent"),
-            reason=f"dispute {dispute.id} ({dispute.reason})",
-            dispute_id=dispute.id,
-        ),
-        # Derived from the dispute and how many refunds it had: the same resolution never pays twice.
-        source_key=f"dispute:{dispute.id}:{int(previous or 0) + 1}",
-        settings=settings,
-        check_role=False,
-    )
-
-
-async def refund_settled(session: AsyncSession, refund: Refund, now: datetime, settings: Settings) -> None:
-    """The payouts worker settled a dispute's refund: resolve the dispute, or send it back flagged."""
-    if refund.dispute_id is None:
-        return
-    dispute = await session.get(Dispute, refund.dispute_id, with_for_update=True, populate_existing=True)
-    if dispute is None or dispute.status != Status.RESOLVING:
-        return
-    action = Action.REFUND_SUCCEEDED if refund.status == "succeeded" else Action.REFUND_FAILED
-    change = workflow.apply(state_of(dispute), action, workflow.SYSTEM, now=now, timing=timing_of(settings))
-    data = {"refund_id": refund.id, "status": refund.status, "failure_reason": refund.failure_reason}
-    await _apply_change(
-        session, dispute, change, who=SYSTEM_WHO, action=action.value, data=data, now=now, settings=settings
-    )
-
-
-def _update_sla(dispute: Dispute, settings: Settings, now: datetime) -> None:
-    if dispute.escalated_at is not None and dispute.first_escalated_at is None:
-        critical = dispute.priority == "critical"
-        first = (
-            settings.sla_critical_first_response_seconds if critical else settings.sla_standard_first_response_seconds
-        )
-        total = settings.sla_critical_resolution_seconds if critical else settings.sla_standard_resolution_seconds
-        dispute.first_escalated_at = dispute.escalated_at
-        dispute.first_response_due = dispute.escalated_at + timedelta(seconds=first)
-        dispute.resolution_due = dispute.escalated_at + timedelta(seconds=total)
-    if dispute.status == Status.IN_REVIEW and dispute.first_claimed_at is None:
-        dispute.first_claimed_at = now
-    if dispute.status in QUEUE_STATUSES:
-        dispute.queue_due_at = (
-            dispute.first_response_due if dispute.first_claimed_at is None else dispute.resolution_due
-        )
-    else:
-        dispute.queue_due_at = None
-
-
-async def _unfreeze_escrow(session: AsyncSession, dispute: Dispute) -> None:
-    """Escrow stays frozen while any other dispute on the order is still open."""
-    others = await session.scalar(
-        select(func.count())
-        .select_from(Dispute)
-        .where(Dispute.order_id == dispute.order_id, Dispute.id != dispute.id, Dispute.status != Status.CLOSED.value)
-    )
-    order = await session.get(Order, dispute.order_id)
-    if not others and order is not None and order.escrow_status == EscrowStatus.FROZEN.value:
-        order.escrow_status = EscrowStatus.HELD.value
-
-
-def webhook_types(action: str, from_status: str | None, to_status: str) -> list[str]:
-    """The outbound event types (docs/webhooks.md) a transition announces."""
-    types = {
-        "open": ["dispute.opened"],
-        "decide": ["dispute.decided"],
-        "mark_returned": ["return.shipped"],
-        "confirm_return": ["return.received"],
-    }.get(action, [])
-    if to_status == Status.ESCALATED and from_status != Status.ESCALATED:
-        types.append("dispute.escalated")
-    if to_status == Status.CLOSED:
-        types.append("dispute.closed")
-    return types or ["dispute.updated"]
-
-
-async def _record(
-    session: AsyncSession,
-    dispute: Dispute,
-    *,
-    who: Who,
-    action: str,
-    from_status: str | None,
-    data: dict[str, Any],
-    now: datetime,
-) -> None:
-    """The audit event, the real-time event and the outbound webhooks of one transition, in its transaction."""
-    session.add(
-        DisputeEvent(
-            dispute_id=dispute.id,
-            actor_id=who.id,
-            actor_role=who.role,
-            actor_name=who.name,
-            action=action,
-            from_status=from_status,
-            to_status=dispute.status,
-            data=data,
-            at=now,
-        )
-    )
-    summary = {
-        "dispute_id": dispute.id,
-        "order_id": dispute.order_id,
-        "seller_id": dispute.seller_id,
-        "buyer_id": dispute.buyer_id,
-        "action": action,
-        "from_status": from_status,
-        "status": dispute.status,
-        "outcome": dispute.outcome,
-        "priority": dispute.priority,
-        "assignee_id": dispute.assignee_id,
-        "next_action_by": workflow.next_action_by(Status(dispute.status)),
-        "actor": {"id": who.id, "role": who.role},
-        "at": now.isoformat(),
-    }
-    await events.append(
-        session,
-        type="dispute.updated",
-        kind="dispute",
-        buyer_id=dispute.buyer_id,
-        seller_id=dispute.seller_id,
-        thread_id=None,
-        actor=who.id,
-        payload=summary,
-        now=now,
-    )
-    for event_type in webhook_types(action, from_status, dispute.status):
-        decided = event_type == "dispute.decided"
-        await webhooks.enqueue(
-            session,
-            event_type=event_type,
-            data={**summary, "resolution": dispute.resolution} if decided else summary,
-            now=now,
-        )
-
-
 # --- satisfaction ---------------------------------------------------------------------------------------
 
 
@@ -865,7 +452,7 @@ async def rate(
     if actor.role != Role.BUYER or actor.id != dispute.buyer_id:
         raise Forbidden("only the dispute's buyer rates its handling")
     settled = dispute.status == Status.RESOLVED or (
-        dispute.status == Status.CLOSED and dispute.outcome in ("resolved", "denied")
+        dispute.status == Status.CLOSED and dispute.outcome in (Outcome.RESOLVED, Outcome.DENIED)
     )
     if not settled:
         raise Conflict("a dispute is rated once it is resolved", code="dispute.not_resolved")
@@ -875,69 +462,16 @@ async def rate(
     dispute.csat_score = data.score
     dispute.csat_comment = data.comment
     dispute.updated_at = now
+    # On the timeline only: a rating changes no status and announces nothing.
     session.add(
-        DisputeEvent(
-            dispute_id=dispute.id,
-            actor_id=actor.id,
-            actor_role=actor.role.value,
-            actor_name=actor.name or actor.id,
+        transitions.audit_event(
+            dispute,
+            actor=actor,
             action="csat",
             from_status=dispute.status,
-            to_status=dispute.status,
             data={"score": data.score, "comment": data.comment},
-            at=now,
+            now=now,
         )
     )
     lines = await _lines_of(session, [dispute.id])
     return to_read(dispute, lines[dispute.id], actor, settings, now)
-
-
-# --- timers ---------------------------------------------------------------------------------------------
-
-
-def _timers(settings: Settings, now: datetime) -> list[tuple[Action, Status, Any, datetime]]:
-    """(system action, status, deadline column, fire when the column is at or before this)."""
-    return [
-        (Action.SELLER_TIMEOUT, Status.OPEN, Dispute.respond_by, now),
-        (Action.BUYER_TIMEOUT, Status.AWAITING_BUYER, Dispute.respond_by, now),
-        (Action.RETURN_TIMEOUT, Status.AWAITING_RETURN, Dispute.return_by, now),
-        (
-            Action.CLOSE_RESOLVED,
-            Status.RESOLVED,
-            Dispute.resolved_at,
-            now - timedelta(seconds=settings.reopen_window_seconds),
-        ),
-    ]
-
-
-async def fire_due_timers(
-    session: AsyncSession, *, settings: Settings, now: datetime | None = None, batch: int = 200
-) -> int:
-    """Apply every due timer as the ``system`` actor. Rows another worker holds are skipped (SKIP
-    LOCKED), and a fired dispute no longer matches its timer's status: no timer fires twice."""
-    now = now or utcnow()
-    fired = 0
-    timing = timing_of(settings)
-    for action, status, column, limit_at in _timers(settings, now):
-        rows = await session.scalars(
-            select(Dispute)
-            .where(Dispute.status == status.value, column.is_not(None), column <= limit_at)
-            .order_by(column)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        for dispute in rows.all():
-            change = workflow.apply(state_of(dispute), action, workflow.SYSTEM, now=now, timing=timing)
-            deadline = getattr(dispute, column.key)
-            await _apply_change(
-                session,
-                dispute,
-                change,
-                who=SYSTEM_WHO,
-                action=action.value,
-                data={"deadline": deadline.isoformat() if deadline else None},
-                now=now,
-                settings=settings,
-            )
-            fired += 1
-    return fired

@@ -1,8 +1,9 @@
 """The dispute workflow as data: which action moves which status where, and who may take it.
 
-No I/O here. The service loads a dispute, asks :func:`apply` what an action does, and writes the result
-with its audit event in one transaction. ``allowed_actions`` and ``next_action_by`` in every response
-come from the same tables, so what a client is offered is exactly what would be accepted.
+No I/O here. The service loads a dispute, asks :func:`apply` what an action does for an ``Actor``
+(app/auth.py; timers and refund settlement act as ``SYSTEM_ACTOR``), and ``transitions.py`` writes the
+result with its audit event in one transaction. ``allowed_actions`` and ``next_action_by`` in every
+response come from the same tables, so what a client is offered is exactly what would be accepted.
 
 The actions table of docs/api.md is ``TRANSITIONS`` plus ``WHO``. A few targets depend on the
 resolution or the shop (``accept_offer`` → awaiting_return when a return is required, else resolving
@@ -16,6 +17,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from app.auth import OPERATOR_STAFF, Actor, Role
+from app.disputes.schemas import Resolution, ResolutionType
+
 
 class Status(StrEnum):
     OPEN = "open"
@@ -27,6 +31,16 @@ class Status(StrEnum):
     RESOLVING = "resolving"
     RESOLVED = "resolved"
     CLOSED = "closed"
+
+
+class Outcome(StrEnum):
+    """How a closed dispute ended."""
+
+    RESOLVED = "resolved"
+    DENIED = "denied"
+    WITHDRAWN = "withdrawn"
+    ABANDONED = "abandoned"  # the buyer did not answer an offer
+    RETURN_NOT_SHIPPED = "return_not_shipped"
 
 
 class Action(StrEnum):
@@ -138,9 +152,11 @@ NEXT_ACTION_BY: dict[Status, str | None] = {
     Status.CLOSED: None,
 }
 
-MONEY_TYPES = frozenset({"refund_full", "refund_partial", "credit", "promo_code"})
-STAFF_ROLES = frozenset({"agent", "arbitrator", "admin"})
-CLAIMER_ROLES = frozenset({"agent", "arbitrator", "admin"})
+MONEY_TYPES = frozenset(
+    {ResolutionType.REFUND_FULL, ResolutionType.REFUND_PARTIAL, ResolutionType.CREDIT, ResolutionType.PROMO_CODE}
+)
+STAFF_ROLES = OPERATOR_STAFF
+CLAIMER_ROLES = OPERATOR_STAFF
 
 
 class Timing(StrEnum):
@@ -153,16 +169,6 @@ class Timing(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Caller:
-    id: str
-    role: str  # a Role value, or "system"
-    seller_id: str = ""
-
-
-SYSTEM = Caller(id="system", role="system")
-
-
-@dataclass(frozen=True, slots=True)
 class DisputeState:
     """What the workflow needs to know of a dispute."""
 
@@ -170,9 +176,8 @@ class DisputeState:
     buyer_id: str
     seller_id: str
     assignee_id: str | None = None
-    assignee_role: str | None = None
-    offer: dict[str, Any] | None = None
-    resolution: dict[str, Any] | None = None
+    offer: Resolution | None = None
+    resolution: Resolution | None = None
     refund_on: str = "receipt"  # the shop's setting: refund when a return ships, or when it arrives
     resolved_at: datetime | None = None
     decided_by: str | None = None  # the arbitrator of the last decision
@@ -183,11 +188,12 @@ class DisputeState:
 
 @dataclass(slots=True)
 class Change:
-    """What an action does: the new status and the fields to set (``None`` values clear a field)."""
+    """What an action does: the new status and the fields to set (``None`` values clear a field). An
+    ``offer`` or ``resolution`` field holds a :class:`Resolution`; the writer stores it as JSON."""
 
     to_status: Status
     fields: dict[str, Any] = field(default_factory=dict)
-    outcome: str | None = None  # set when the dispute closes
+    outcome: Outcome | None = None  # set when the dispute closes
 
 
 class InvalidTransition(Exception):
@@ -199,7 +205,7 @@ class InvalidTransition(Exception):
 
 
 class NotYourAction(Exception):
-    """The caller sees the dispute but this action is never theirs (403)."""
+    """The actor sees the dispute but this action is never theirs (403)."""
 
 
 class AlreadyClaimed(Exception):
@@ -219,39 +225,39 @@ class RuleViolation(Exception):
 # --- who is who -----------------------------------------------------------------------------------------
 
 
-def parties_of(state: DisputeState, caller: Caller) -> set[Party]:
+def parties_of(state: DisputeState, actor: Actor) -> set[Party]:
     parties: set[Party] = set()
-    if caller.role == "system":
+    if actor.role == Role.SYSTEM:
         return {Party.SYSTEM}
-    if caller.role == "buyer" and caller.id == state.buyer_id:
+    if actor.role == Role.BUYER and actor.id == state.buyer_id:
         parties.add(Party.BUYER)
-    if caller.role == "seller" and caller.seller_id and caller.seller_id == state.seller_id:
+    if actor.role == Role.SELLER and actor.seller_id and actor.seller_id == state.seller_id:
         parties.add(Party.SELLER)
-    if caller.role in STAFF_ROLES:
+    if actor.role in STAFF_ROLES:
         parties.add(Party.STAFF)
-    if caller.role in CLAIMER_ROLES:
+    if actor.role in CLAIMER_ROLES:
         parties.add(Party.CLAIMER)
-    if caller.role in STAFF_ROLES and state.assignee_id == caller.id:
+    if actor.role in STAFF_ROLES and state.assignee_id == actor.id:
         parties.add(Party.ASSIGNEE)
-        if caller.role == "arbitrator":
+        if actor.role == Role.ARBITRATOR:
             parties.add(Party.ARBITRATOR_ASSIGNEE)
     return parties
 
 
-def _role_could(action: Action, caller: Caller, state: DisputeState) -> bool:
-    """Whether the caller's role is ever the one for this action on this dispute (ignoring status)."""
-    parties = parties_of(state, caller)
+def _role_could(action: Action, actor: Actor, state: DisputeState) -> bool:
+    """Whether the actor's role is ever the one for this action on this dispute (ignoring status)."""
+    parties = parties_of(state, actor)
     needed = WHO[action]
     if any(p in parties for p in needed):
         return True
     # Assignee-only actions: any staff member could hold the claim, so the role qualifies.
-    if Party.ASSIGNEE in needed and caller.role in STAFF_ROLES:
+    if Party.ASSIGNEE in needed and actor.role in STAFF_ROLES:
         return True
-    return Party.ARBITRATOR_ASSIGNEE in needed and caller.role == "arbitrator"
+    return Party.ARBITRATOR_ASSIGNEE in needed and actor.role == Role.ARBITRATOR
 
 
-def _conditions(action: Action, state: DisputeState, caller: Caller, now: datetime, timing: dict[Timing, int]) -> str:
-    """Why an action the caller's party may take is refused in this state ('' when it is not)."""
+def _conditions(action: Action, state: DisputeState, actor: Actor, now: datetime, timing: dict[Timing, int]) -> str:
+    """Why an action the actor's party may take is refused in this state ('' when it is not)."""
     window = timedelta(seconds=timing[Timing.REOPEN_WINDOW])
     if action in (Action.REOPEN, Action.APPEAL) and (state.resolved_at is None or now > state.resolved_at + window):
         return "the reopen window has passed"
@@ -262,21 +268,21 @@ def _conditions(action: Action, state: DisputeState, caller: Caller, now: dateti
             return "only an arbitrator's decision can be appealed"
     if action == Action.REOPEN and state.reopened:
         return "a dispute can be reopened once"
-    if action == Action.DECIDE and state.excluded_arbitrator == caller.id:
+    if action == Action.DECIDE and state.excluded_arbitrator == actor.id:
         return "an appeal is decided by another arbitrator"
     return ""
 
 
-def allowed_actions(state: DisputeState, caller: Caller, now: datetime, timing: dict[Timing, int]) -> list[str]:
-    """What this caller may do now: the status allows it, the caller is the right party, rules hold."""
-    parties = parties_of(state, caller)
+def allowed_actions(state: DisputeState, actor: Actor, now: datetime, timing: dict[Timing, int]) -> list[str]:
+    """What this actor may do now: the status allows it, the actor is the right party, rules hold."""
+    parties = parties_of(state, actor)
     allowed = []
     for action in CALLER_ACTIONS:
         if state.status not in TRANSITIONS[action]:
             continue
         if not any(p in parties for p in WHO[action]):
             continue
-        if _conditions(action, state, caller, now, timing):
+        if _conditions(action, state, actor, now, timing):
             continue
         allowed.append(action.value)
     return allowed
@@ -289,20 +295,20 @@ def next_action_by(status: Status) -> str | None:
 # --- applying an action ---------------------------------------------------------------------------------
 
 
-def check(state: DisputeState, action: Action, caller: Caller, *, now: datetime, timing: dict[Timing, int]) -> None:
-    """Raise why ``caller`` may not take ``action`` now: NotYourAction (403), AlreadyClaimed or
+def check(state: DisputeState, action: Action, actor: Actor, *, now: datetime, timing: dict[Timing, int]) -> None:
+    """Raise why ``actor`` may not take ``action`` now: NotYourAction (403), AlreadyClaimed or
     InvalidTransition (409), RuleViolation (422). Returns when the action is allowed."""
-    if not _role_could(action, caller, state):
-        raise NotYourAction(f"a {caller.role} may not {action.value} this dispute")
+    if not _role_could(action, actor, state):
+        raise NotYourAction(f"a {actor.role} may not {action.value} this dispute")
     if state.status not in TRANSITIONS[action]:
         if action == Action.CLAIM and state.status == Status.IN_REVIEW:
             raise AlreadyClaimed(state.assignee_id)
-        raise InvalidTransition(action.value, state.status, allowed_actions(state, caller, now, timing))
-    parties = parties_of(state, caller)
+        raise InvalidTransition(action.value, state.status, allowed_actions(state, actor, now, timing))
+    parties = parties_of(state, actor)
     if not any(p in parties for p in WHO[action]):
         # Right role, wrong person: another agent holds the claim, or a non-arbitrator assignee decides.
         raise NotYourAction(f"only the {WHO[action][0].value.replace('_', ' ')} may {action.value} this dispute")
-    reason = _conditions(action, state, caller, now, timing)
+    reason = _conditions(action, state, actor, now, timing)
     if reason:
         raise RuleViolation(reason, code=f"dispute.{action.value}_not_allowed")
 
@@ -310,22 +316,20 @@ def check(state: DisputeState, action: Action, caller: Caller, *, now: datetime,
 def apply(
     state: DisputeState,
     action: Action,
-    caller: Caller,
+    actor: Actor,
     *,
     now: datetime,
     timing: dict[Timing, int],
     payload: dict[str, Any] | None = None,
 ) -> Change:
     """The change ``action`` makes (after :func:`check`). ``payload`` holds the action's validated fields."""
-    check(state, action, caller, now=now, timing=timing)
-    return _target(state, action, caller, now, timing, payload or {})
+    check(state, action, actor, now=now, timing=timing)
+    return _target(state, action, actor, now, timing, payload or {})
 
 
-def _resolution_change(
-    state: DisputeState, resolution: dict[str, Any], now: datetime, timing: dict[Timing, int]
-) -> Change:
+def _resolution_change(state: DisputeState, resolution: Resolution, now: datetime, timing: dict[Timing, int]) -> Change:
     """Where a settled resolution goes: a return first, else the refund (money) or done."""
-    if resolution.get("return_required"):
+    if resolution.return_required:
         return Change(
             Status.AWAITING_RETURN,
             {"resolution": resolution, "return_by": now + timedelta(seconds=timing[Timing.RETURN])},
@@ -333,17 +337,25 @@ def _resolution_change(
     return _settle(resolution, now, timing)
 
 
-def _settle(resolution: dict[str, Any], now: datetime, timing: dict[Timing, int]) -> Change:
-    if resolution["type"] in MONEY_TYPES:
+def _settle(resolution: Resolution, now: datetime, timing: dict[Timing, int]) -> Change:
+    if resolution.type in MONEY_TYPES:
         # The refunds capability pays it and moves the dispute on; until then it waits here.
         return Change(Status.RESOLVING, {"resolution": resolution})
     return Change(Status.RESOLVED, {"resolution": resolution, "resolved_at": now})
 
 
+def _held(terms: Resolution | None, state: DisputeState, what: str) -> Resolution:
+    """The offer or resolution the status implies (an ``awaiting_buyer`` dispute holds an offer, a
+    return follows a resolution): the tables above never reach these statuses without one."""
+    if terms is None:
+        raise ValueError(f"a dispute {state.status.value} has no {what}")
+    return terms
+
+
 def _target(
     state: DisputeState,
     action: Action,
-    caller: Caller,
+    actor: Actor,
     now: datetime,
     timing: dict[Timing, int],
     payload: dict[str, Any],
@@ -354,8 +366,7 @@ def _target(
         case Action.PROPOSE:
             return Change(Status.AWAITING_BUYER, {"offer": payload["resolution"], "respond_by": buyer_deadline})
         case Action.ACCEPT_OFFER:
-            assert state.offer is not None
-            change = _resolution_change(state, state.offer, now, timing)
+            change = _resolution_change(state, _held(state.offer, state, "offer"), now, timing)
             change.fields.update(offer=None, respond_by=None)
             return change
         case Action.REJECT_OFFER:
@@ -367,26 +378,26 @@ def _target(
         case Action.ESCALATE | Action.SELLER_TIMEOUT:
             return Change(Status.ESCALATED, {"respond_by": None, "offer": None, "escalated_at": now})
         case Action.CLAIM:
-            return Change(Status.IN_REVIEW, {"assignee_id": caller.id, "assignee_role": caller.role})
+            return Change(Status.IN_REVIEW, {"assignee_id": actor.id, "assignee_role": actor.role.value})
         case Action.RELEASE:
             return Change(Status.ESCALATED, {"assignee_id": None, "assignee_role": None})
         case Action.REQUEST_INFO:
             return Change(Status.IN_REVIEW)
         case Action.DECIDE:
             change = _resolution_change(state, payload["resolution"], now, timing)
-            change.fields.update(decided_by=caller.id, excluded_arbitrator=None)
+            change.fields.update(decided_by=actor.id, excluded_arbitrator=None)
             return change
         case Action.MARK_RETURNED:
-            assert state.resolution is not None
+            resolution = _held(state.resolution, state, "resolution")
             fields: dict[str, Any] = {"return_by": None, "return_shipment": payload}
-            if state.refund_on == "shipment" and state.resolution["type"] in MONEY_TYPES:
+            if state.refund_on == "shipment" and resolution.type in MONEY_TYPES:
                 return Change(Status.RESOLVING, fields)
             return Change(Status.RETURN_IN_TRANSIT, fields)
         case Action.CONFIRM_RETURN:
-            assert state.resolution is not None
+            resolution = _held(state.resolution, state, "resolution")
             if payload["condition"] != "ok":
                 return Change(Status.ESCALATED, {"escalated_at": now, "return_condition": payload["condition"]})
-            change = _settle(state.resolution, now, timing)
+            change = _settle(resolution, now, timing)
             change.fields["return_condition"] = "ok"
             return change
         case Action.REOPEN:
@@ -413,17 +424,17 @@ def _target(
                 },
             )
         case Action.WITHDRAW:
-            return Change(Status.CLOSED, {"respond_by": None, "return_by": None}, outcome="withdrawn")
+            return Change(Status.CLOSED, {"respond_by": None, "return_by": None}, outcome=Outcome.WITHDRAWN)
         case Action.BUYER_TIMEOUT:
-            return Change(Status.CLOSED, {"respond_by": None}, outcome="abandoned")
+            return Change(Status.CLOSED, {"respond_by": None}, outcome=Outcome.ABANDONED)
         case Action.RETURN_TIMEOUT:
-            return Change(Status.CLOSED, {"return_by": None}, outcome="return_not_shipped")
+            return Change(Status.CLOSED, {"return_by": None}, outcome=Outcome.RETURN_NOT_SHIPPED)
         case Action.REFUND_SUCCEEDED:
             return Change(Status.RESOLVED, {"resolved_at": now, "refund_failed": False})
         case Action.REFUND_FAILED:
             # Back to the operator, flagged: the money did not go out.
             return Change(Status.ESCALATED, {"escalated_at": now, "refund_failed": True, "assignee_id": None})
         case Action.CLOSE_RESOLVED:
-            denied = state.resolution is not None and state.resolution.get("type") == "deny"
-            return Change(Status.CLOSED, {}, outcome="denied" if denied else "resolved")
+            denied = state.resolution is not None and state.resolution.type == ResolutionType.DENY
+            return Change(Status.CLOSED, {}, outcome=Outcome.DENIED if denied else Outcome.RESOLVED)
     raise AssertionError(f"no target for {action}")  # pragma: no cover - every Action has a case

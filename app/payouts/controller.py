@@ -9,7 +9,7 @@ from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
-from app.disputes import service as disputes
+from app.disputes.resolution import committed_on_order, refund_settled
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import RequiredIdempotencyKey, idempotent
 from app.keys import compound_key
@@ -57,7 +57,7 @@ class RefundController(Controller):
                 source_key=compound_key("api", *request.user.key_parts, idempotency_key.strip()),
                 settings=settings,
                 # Money the order's disputes committed (offers, accepted claims) counts against the limits.
-                committed=disputes.committed_on_order,
+                committed=committed_on_order,
             )
             return 201, refund
 
@@ -152,7 +152,7 @@ class StripeWebhookController(Controller):
             raise ValidationFailed(f"not a Stripe event: {exc}", field="body") from None
 
         async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-            await disputes.refund_settled(session, refund, now, settings)
+            await refund_settled(session, refund, now, settings)
 
         outcome = await refunds.apply_provider_event(db_session, event, on_settled=on_settled)
         return {"received": event.id, "outcome": outcome}

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine
-from app.disputes import service as disputes
+from app.disputes.resolution import refund_settled
 from app.payouts import refunds
 from app.payouts.escrow import PaymentProviderError
 from app.settings import Settings
@@ -245,7 +245,7 @@ def pay(settings: Settings, escrow: FakeEscrow) -> int:
         engine = create_engine(settings.database_url)
 
         async def on_settled(session: Any, refund: Any, now: Any) -> None:
-            await disputes.refund_settled(session, refund, now, settings)
+            await refund_settled(session, refund, now, settings)
 
         try:
             sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -6,10 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
+from app.auth import SYSTEM_ACTOR, Actor, Role
 from app.disputes import workflow
-from app.disputes.workflow import Action, Caller, DisputeState, Status, Timing
+from app.disputes.schemas import Resolution, ResolutionType
+from app.disputes.workflow import Action, DisputeState, Status, Timing
+from app.money import Money
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TIMING = {
@@ -18,26 +22,26 @@ TIMING = {
     Timing.RETURN: 14 * 86400,
     Timing.REOPEN_WINDOW: 14 * 86400,
 }
-REFUND = {"type": "refund_full", "amount": {"amount": 5000, "currency": "EUR"}, "return_required": False}
-REFUND_WITH_RETURN = {**REFUND, "return_required": True}
-REPLACEMENT = {"type": "replacement", "return_required": False}
+REFUND = Resolution(type=ResolutionType.REFUND_FULL, amount=Money(5000, "EUR"), return_required=False)
+REFUND_WITH_RETURN = msgspec.structs.replace(REFUND, return_required=True)
+REPLACEMENT = Resolution(type=ResolutionType.REPLACEMENT, return_required=False)
 
-BUYER = Caller("buyer-1", "buyer")
-OTHER_BUYER = Caller("buyer-2", "buyer")
-SELLER = Caller("member-1", "seller", "shop-1")
-OTHER_SELLER = Caller("member-9", "seller", "shop-9")
-AGENT = Caller("agent-1", "agent")
-ARBITRATOR = Caller("arb-1", "arbitrator")
-OTHER_ARBITRATOR = Caller("arb-2", "arbitrator")
-ADMIN = Caller("admin-1", "admin")
-FINANCE = Caller("fin-1", "finance")
-MARKETPLACE = Caller("mp", "marketplace")
+BUYER = Actor(id="buyer-1", role=Role.BUYER)
+OTHER_BUYER = Actor(id="buyer-2", role=Role.BUYER)
+SELLER = Actor(id="member-1", role=Role.SELLER, seller_id="shop-1")
+OTHER_SELLER = Actor(id="member-9", role=Role.SELLER, seller_id="shop-9")
+AGENT = Actor(id="agent-1", role=Role.AGENT)
+ARBITRATOR = Actor(id="arb-1", role=Role.ARBITRATOR)
+OTHER_ARBITRATOR = Actor(id="arb-2", role=Role.ARBITRATOR)
+ADMIN = Actor(id="admin-1", role=Role.ADMIN)
+FINANCE = Actor(id="fin-1", role=Role.FINANCE)
+MARKETPLACE = Actor(id="mp", role=Role.MARKETPLACE)
 CALLERS = [BUYER, OTHER_BUYER, SELLER, OTHER_SELLER, AGENT, ARBITRATOR, OTHER_ARBITRATOR, ADMIN, FINANCE, MARKETPLACE]
 
 PAYLOADS: dict[Action, dict[str, Any]] = {
     Action.PROPOSE: {"resolution": REFUND},
     Action.ACCEPT_CLAIM: {"resolution": REFUND},
-    Action.DECIDE: {"resolution": {**REFUND, "at_fault": "seller"}, "rationale": "photos"},
+    Action.DECIDE: {"resolution": msgspec.structs.replace(REFUND, at_fault="seller"), "rationale": "photos"},
     Action.ESCALATE: {"note": "no answer"},
     Action.REQUEST_INFO: {"party": "seller", "question": "tracking?"},
     Action.MARK_RETURNED: {"carrier": "La Poste", "tracking_number": "X1"},
@@ -47,7 +51,7 @@ PAYLOADS: dict[Action, dict[str, Any]] = {
 }
 
 # The actions table of docs/api.md: action -> (statuses it is taken from, who may take it).
-CONTRACT: dict[Action, tuple[set[Status], set[Caller]]] = {
+CONTRACT: dict[Action, tuple[set[Status], set[Actor]]] = {
     Action.PROPOSE: ({Status.OPEN}, {SELLER, AGENT, ARBITRATOR, OTHER_ARBITRATOR, ADMIN}),
     Action.ACCEPT_OFFER: ({Status.AWAITING_BUYER}, {BUYER}),
     Action.REJECT_OFFER: ({Status.AWAITING_BUYER}, {BUYER}),
@@ -71,7 +75,7 @@ def state(status: Status, **over: Any) -> DisputeState:
     if status == Status.AWAITING_BUYER:
         fields["offer"] = REFUND
     if status == Status.IN_REVIEW:
-        fields.update(assignee_id="arb-1", assignee_role="arbitrator")
+        fields.update(assignee_id="arb-1")
     if status in (Status.AWAITING_RETURN, Status.RETURN_IN_TRANSIT, Status.RESOLVING):
         fields["resolution"] = REFUND_WITH_RETURN
     if status == Status.RESOLVED:
@@ -83,7 +87,7 @@ def state(status: Status, **over: Any) -> DisputeState:
 @pytest.mark.parametrize("action", workflow.CALLER_ACTIONS, ids=str)
 @pytest.mark.parametrize("status", list(Status), ids=str)
 @pytest.mark.parametrize("caller", CALLERS, ids=lambda c: f"{c.role}:{c.id}")
-def test_every_combination_follows_the_contract(action: Action, status: Status, caller: Caller) -> None:
+def test_every_combination_follows_the_contract(action: Action, status: Status, caller: Actor) -> None:
     statuses, who = CONTRACT[action]
     dispute = state(status)
     allowed = action.value in workflow.allowed_actions(dispute, caller, NOW, TIMING)
@@ -133,7 +137,7 @@ def test_a_second_claim_is_already_claimed_not_invalid() -> None:
 
 
 def test_only_the_assignee_acts_on_a_claimed_dispute_and_only_an_arbitrator_decides() -> None:
-    claimed_by_agent = state(Status.IN_REVIEW, assignee_id="agent-1", assignee_role="agent")
+    claimed_by_agent = state(Status.IN_REVIEW, assignee_id="agent-1")
     with pytest.raises(workflow.NotYourAction):
         workflow.apply(claimed_by_agent, Action.RELEASE, ARBITRATOR, now=NOW, timing=TIMING)
     assert workflow.apply(claimed_by_agent, Action.RELEASE, AGENT, now=NOW, timing=TIMING).to_status == Status.ESCALATED
@@ -194,7 +198,7 @@ def test_reopen_and_appeal_windows_and_once_rules() -> None:
 
 
 def test_the_appealed_arbitrator_may_not_decide_again() -> None:
-    again = state(Status.IN_REVIEW, assignee_id="arb-2", assignee_role="arbitrator", excluded_arbitrator="arb-2")
+    again = state(Status.IN_REVIEW, assignee_id="arb-2", excluded_arbitrator="arb-2")
     with pytest.raises(workflow.RuleViolation):
         workflow.apply(again, Action.DECIDE, OTHER_ARBITRATOR, now=NOW, timing=TIMING, payload=PAYLOADS[Action.DECIDE])
     assert "decide" not in workflow.allowed_actions(again, OTHER_ARBITRATOR, NOW, TIMING)
@@ -213,7 +217,7 @@ def test_the_appealed_arbitrator_may_not_decide_again() -> None:
     ],
 )
 def test_timers_are_system_actions(action: Action, status: Status, to: Status, outcome: str | None) -> None:
-    change = workflow.apply(state(status), action, workflow.SYSTEM, now=NOW, timing=TIMING)
+    change = workflow.apply(state(status), action, SYSTEM_ACTOR, now=NOW, timing=TIMING)
     assert (change.to_status, change.outcome) == (to, outcome)
     for caller in CALLERS:
         with pytest.raises(workflow.NotYourAction):
@@ -222,8 +226,8 @@ def test_timers_are_system_actions(action: Action, status: Status, to: Status, o
 
 
 def test_a_denied_dispute_closes_as_denied() -> None:
-    denied = state(Status.RESOLVED, resolution={"type": "deny", "at_fault": "buyer"})
-    assert workflow.apply(denied, Action.CLOSE_RESOLVED, workflow.SYSTEM, now=NOW, timing=TIMING).outcome == "denied"
+    denied = state(Status.RESOLVED, resolution=Resolution(type=ResolutionType.DENY, at_fault="buyer"))
+    assert workflow.apply(denied, Action.CLOSE_RESOLVED, SYSTEM_ACTOR, now=NOW, timing=TIMING).outcome == "denied"
 
 
 def test_next_action_by_covers_every_status() -> None:
