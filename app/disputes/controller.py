@@ -12,12 +12,10 @@ from app.disputes import service
 from app.disputes.schemas import ActionBody, AnyAction, CsatCreate, DisputeCreate, DisputeEventRead, DisputeRead
 from app.disputes.workflow import Status
 from app.idempotency import IdempotencyKey, idempotent
+from app.paging import Cursor, Limit
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
-
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size (1..200)")]
-Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
 
 
 class DisputeController(Controller):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, literal, or_, select
+from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor, Role
@@ -46,10 +46,11 @@ from app.money import Money
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.orders.service import resource_of as order_resource
+from app.paging import newest_first_key, next_cursor, older_than, window
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.permissions.visibility import visible_resources
-from app.schemas import Page, decode_cursor, encode_cursor
+from app.schemas import Page, decode_cursor
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.threads import service as threads
@@ -168,23 +169,21 @@ async def list_disputes(
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
-        at, last_id = decode_cursor(cursor, (datetime, str))
-        query = query.where(or_(Dispute.created_at < at, and_(Dispute.created_at == at, Dispute.id < str(last_id))))
+        query = query.where(older_than(cursor, Dispute.created_at, Dispute.id))
     rows = list(
         (await session.scalars(query.order_by(Dispute.created_at.desc(), Dispute.id.desc()).limit(limit + 1))).all()
     )
-    return await _page(session, rows, limit, actor, settings, lambda d: [d.created_at.isoformat(), d.id])
+    return await _page(session, rows, limit, actor, settings, newest_first_key)
 
 
 async def _page(
     session: AsyncSession, rows: list[Dispute], limit: int, actor: Actor, settings: Settings, key: Any
 ) -> Page[DisputeRead]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    lines = await _lines_of(session, [d.id for d in rows])
+    shown, more = window(rows, limit)
+    lines = await _lines_of(session, [d.id for d in shown])
     now = utcnow()
-    items = [to_read(d, lines[d.id], actor, settings, now) for d in rows]
-    return Page(items=items, next_cursor=encode_cursor(*key(rows[-1])) if more and rows else None)
+    items = [to_read(d, lines[d.id], actor, settings, now) for d in shown]
+    return Page(items=items, next_cursor=next_cursor(shown, more, key))
 
 
 async def list_queue(
@@ -223,9 +222,7 @@ async def list_events(
     if cursor is not None:
         (after,) = decode_cursor(cursor, (int,))
         query = query.where(DisputeEvent.id > after)
-    rows = list((await session.scalars(query.order_by(DisputeEvent.id).limit(limit + 1))).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = window((await session.scalars(query.order_by(DisputeEvent.id).limit(limit + 1))).all(), limit)
     items = [
         DisputeEventRead(
             event_id=e.id,
@@ -240,7 +237,7 @@ async def list_events(
         )
         for e in rows
     ]
-    return Page(items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
+    return Page(items=items, next_cursor=next_cursor(rows, more, lambda e: (e.id,)))
 
 
 # --- opening --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
 from app.idempotency import IdempotencyKey, idempotent
+from app.paging import Limit
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, UploadBody, decode, upload_file
 from app.threads import attachments, macros, service
@@ -28,7 +29,6 @@ from app.threads.schemas import (
 )
 from app.threads.storage import AttachmentStorage
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size (1..200)")]
 MAX_UPLOAD_BODY = attachments.MAX_SIZE + 1024 * 1024  # the file plus multipart framing
 
 

@@ -17,10 +17,11 @@ from app.events import service as events
 from app.events.service import reader_key
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
+from app.paging import next_cursor, window
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed
 from app.permissions.visibility import visible_threads
-from app.schemas import Page, decode_cursor, encode_cursor
+from app.schemas import Page, decode_cursor
 from app.sellers.models import Seller
 from app.threads import attachments as attachment_service
 from app.threads import macros as macro_service
@@ -297,12 +298,11 @@ async def list_threads(
         last_at, last_id = decode_cursor(cursor, (datetime, str))
         stmt = stmt.where(tuple_(Thread.last_message_at, Thread.id) < tuple_(last_at, last_id))
     stmt = stmt.order_by(Thread.last_message_at.desc(), Thread.id.desc()).limit(limit + 1)
-    rows = (await session.execute(stmt)).all()
-    items = [_to_read(row) for row in rows[:limit]]
-    next_cursor = (
-        encode_cursor(items[-1].last_message_at.isoformat(), items[-1].thread_id) if len(rows) > limit else None
+    rows, more = window((await session.execute(stmt)).all(), limit)
+    items = [_to_read(row) for row in rows]
+    return Page(
+        items=items, next_cursor=next_cursor(items, more, lambda t: (t.last_message_at.isoformat(), t.thread_id))
     )
-    return Page(items=items, next_cursor=next_cursor)
 
 
 async def get_thread(session: AsyncSession, *, actor: Actor, thread_id: str) -> ThreadRead:

@@ -1,22 +1,20 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
 from app.idempotency import IdempotencyKey, idempotent
+from app.paging import Cursor, Limit
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.schemas import DeliveryRead, EndpointCreate, EndpointCreated, EndpointRead
-
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size (1..200)")]
-Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
 
 
 class WebhookEndpointController(Controller):

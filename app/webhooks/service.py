@@ -27,13 +27,14 @@ from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import Actor
 from app.db import utcnow
 from app.errors import NotFound, ValidationFailed
-from app.schemas import Page, decode_cursor, encode_cursor
+from app.paging import newest_first_key, next_cursor, older_than, window
+from app.schemas import Page
 from app.settings import Settings
 from app.webhooks import destinations, signing
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -116,15 +117,10 @@ async def get_endpoint(session: AsyncSession, *, endpoint_id: str) -> EndpointRe
 async def list_endpoints(session: AsyncSession, *, limit: int, cursor: str | None) -> Page[EndpointRead]:
     query = select(WebhookEndpoint)
     if cursor is not None:
-        at, last_id = decode_cursor(cursor, (datetime, str))
-        query = query.where(
-            or_(WebhookEndpoint.created_at < at, and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id < last_id))
-        )
+        query = query.where(older_than(cursor, WebhookEndpoint.created_at, WebhookEndpoint.id))
     order = (WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
-    rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
-    more, rows = len(rows) > limit, rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
-    return Page(items=[_read(e) for e in rows], next_cursor=next_cursor)
+    rows, more = window((await session.scalars(query.order_by(*order).limit(limit + 1))).all(), limit)
+    return Page(items=[_read(e) for e in rows], next_cursor=next_cursor(rows, more, newest_first_key))
 
 
 async def deactivate(session: AsyncSession, *, endpoint_id: str) -> None:
@@ -144,13 +140,9 @@ async def list_deliveries(
     await _endpoint(session, endpoint_id)
     query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
     if cursor is not None:
-        at, last_id = decode_cursor(cursor, (datetime, str))
-        query = query.where(
-            or_(WebhookDelivery.created_at < at, and_(WebhookDelivery.created_at == at, WebhookDelivery.id < last_id))
-        )
+        query = query.where(older_than(cursor, WebhookDelivery.created_at, WebhookDelivery.id))
     order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-    rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
-    more, rows = len(rows) > limit, rows[:limit]
+    rows, more = window((await session.scalars(query.order_by(*order).limit(limit + 1))).all(), limit)
     attempts: dict[str, list[AttemptRead]] = {d.id: [] for d in rows}
     if rows:
         found = await session.scalars(
@@ -178,8 +170,7 @@ async def list_deliveries(
         )
         for d in rows
     ]
-    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
-    return Page(items=items, next_cursor=next_cursor)
+    return Page(items=items, next_cursor=next_cursor(rows, more, newest_first_key))
 
 
 # --- the outbox -----------------------------------------------------------------------------------------
