@@ -83,10 +83,6 @@ class ServiceUnavailable(DomainError):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
-class PaymentProviderError(DomainError):
-    status, code, title = 502, "payment_provider.error", "Payment provider error"
-
-
 _STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
 
 

@@ -14,7 +14,3 @@ def authorize(actor: Actor, resource: Resource, action: str, *, label: str, reso
         if action == "read":
             raise NotFound(f"{label} {resource_id!r} does not exist")
         raise Forbidden(f"you may not {action} this {label}")
-
-
-def can_read(actor: Actor, resource: Resource) -> bool:
-    return is_allowed(actor, resource, "read")

@@ -17,8 +17,6 @@ from sqlalchemy import ColumnElement, and_, false, or_, true
 from app.auth import Actor
 from app.permissions.enforcer import relations_for
 
-THREAD_AUDIENCES = ["tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal"]
-
 
 def kinds_by_relation(role: str, kinds: list[str], action: str = "read") -> dict[str, list[str]]:
     by_relation: dict[str, list[str]] = defaultdict(list)
