@@ -44,6 +44,7 @@ from app.disputes.schemas import (
 from app.disputes.workflow import Action, Caller, Status, Timing
 from app.errors import BusinessRuleViolation, Conflict, Forbidden, NotFound, ValidationFailed
 from app.events import service as events
+from app.ledger.views import order_money
 from app.money import Money, require_currency
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
@@ -572,7 +573,7 @@ async def _check_resolution(
         return out
     # The lock makes a concurrent refund or dispute action on this order wait until this one commits.
     await payouts.lock_order(session, dispute.order_id)
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    refundable = (await order_money(session, order_id=dispute.order_id)).refundable
     grant = rules.compensation(
         kind,
         amount=resolution.amount,
@@ -708,7 +709,7 @@ async def _grant_resolution_refund(
     if kind is None:
         return None
     amount = int(resolution["amount"]["amount"])
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    refundable = (await order_money(session, order_id=dispute.order_id)).refundable
     if kind == RefundKind.PARTIAL and amount == refundable:
         kind = RefundKind.FULL
     previous = await session.scalar(select(func.count()).select_from(Refund).where(Refund.dispute_id == dispute.id))

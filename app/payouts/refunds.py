@@ -24,16 +24,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import SYSTEM_ACTOR, Actor, Role
 from app.db import utcnow
 from app.errors import Forbidden, NotFound
+from app.ledger import posting
+from app.ledger.posting import TransactionKind
+from app.ledger.postings import issue_entries, late_failure_entries, paid_entries, reversal_entries
+from app.ledger.views import order_money
 from app.money import Money
 from app.orders.models import Order
 from app.orders.service import resource_of as order_resource
-from app.payouts import credit, ledger, provider_events, rules
+from app.payouts import credit, provider_events, rules
 from app.payouts.escrow import EscrowGateway, PaymentProviderError, ProviderEvent, ProviderRefund
-from app.payouts.ledger import Account, Entry, TransactionKind
 from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.refund_events import refund_updated
 from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
-from app.payouts.service import compensation_on_order, lock_order, order_money
+from app.payouts.service import compensation_on_order, lock_order
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
 from app.schemas import Page, decode_cursor, encode_cursor
@@ -107,43 +110,6 @@ async def _announce(session: AsyncSession, refund: Refund, now: datetime) -> Non
         },
         now=now,
     )
-
-
-# --- ledger entries (pure, property-tested in tests/unit/test_ledger_properties.py) -------------------
-
-
-def issue_entries(seller_part: int, operator_part: int, currency: str, buyer_id: str, seller_id: str) -> list[Entry]:
-    """Granting: the seller's part leaves its escrow, the operator's part is goodwill; the buyer is owed both."""
-    entries = [Entry(Account.REFUNDS_IN_FLIGHT, -(seller_part + operator_part), currency, buyer_id)]
-    if seller_part:
-        entries.append(Entry(Account.ESCROW, seller_part, currency, seller_id))
-    if operator_part:
-        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, currency))
-    return entries
-
-
-def paid_entries(amount: int, currency: str) -> list[Entry]:
-    """The provider paid the buyer: what was owed leaves the marketplace's provider balance."""
-    return [Entry(Account.REFUNDS_IN_FLIGHT, amount, currency), Entry(Account.PROVIDER_BALANCE, -amount, currency)]
-
-
-def reversal_entries(issued: list[Entry]) -> list[Entry]:
-    """The provider refused: the exact opposite of the issue."""
-    return [Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued]
-
-
-def late_failure_entries(issued: list[Entry], paid: list[Entry]) -> list[Entry]:
-    """The provider failed a refund after it had succeeded: the opposite of both the issue and the payment
-    (the money is back on the provider balance, the shop's escrow and the goodwill get their parts back)."""
-    return _net(reversal_entries(issued) + reversal_entries(paid))
-
-
-def _net(entries: list[Entry]) -> list[Entry]:
-    """Merge entries on the same account, party and currency; drop those that cancel out."""
-    sums: dict[tuple[Account, str, str | None], int] = {}
-    for e in entries:
-        sums[(e.account, e.currency, e.party_id)] = sums.get((e.account, e.currency, e.party_id), 0) + e.amount
-    return [Entry(account, amount, currency, party) for (account, currency, party), amount in sums.items() if amount]
 
 
 # --- granting -------------------------------------------------------------------------------------------
@@ -242,12 +208,13 @@ async def grant_refund(
             await _tell_buyer(session, data.dispute_id, promo)
         await _announce(session, refund, now)
         return await _read_one(session, refund, actor)  # a shop granting it does not see the code either
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.REFUND_ISSUED,
         reference=f"refund:{refund.id}:issued",
         entries=issue_entries(split.seller, split.operator, order.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
+        provider_id=None,  # not sent yet: the provider's refund id comes with the answer
     )
     await _updated(session, refund)
     return _read(refund)
@@ -534,12 +501,13 @@ async def _record_one(
 async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_settled: OnSettled | None) -> None:
     refund.status = "succeeded"
     refund.failure_reason = None
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.REFUND_PAID,
         reference=f"refund:{refund.id}:paid",
         entries=paid_entries(refund.amount, refund.currency),
         order_id=refund.order_id,
+        provider_id=refund.provider_ref,
     )
     await _announce(session, refund, now)
     if on_settled is not None:
@@ -551,13 +519,14 @@ async def _fail(
 ) -> None:
     refund.status = "failed"
     refund.failure_reason = reason
-    issued = await ledger.entries_of(session, f"refund:{refund.id}:issued")
-    await ledger.post(
+    issued = await posting.entries_of(session, f"refund:{refund.id}:issued")
+    await posting.post(
         session,
         kind=TransactionKind.REFUND_REVERSED,
         reference=f"refund:{refund.id}:reversed",
         entries=reversal_entries(issued),
         order_id=refund.order_id,
+        provider_id=refund.provider_ref,
     )
     await _announce(session, refund, now)
     if on_settled is not None:
@@ -571,14 +540,15 @@ async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str
     refund.status = "failed"
     refund.failure_reason = f"failed after it succeeded: {reason}"[:500]
     refund.updated_at = now
-    issued = await ledger.entries_of(session, f"refund:{refund.id}:issued")
-    paid = await ledger.entries_of(session, f"refund:{refund.id}:paid")
-    await ledger.post(
+    issued = await posting.entries_of(session, f"refund:{refund.id}:issued")
+    paid = await posting.entries_of(session, f"refund:{refund.id}:paid")
+    await posting.post(
         session,
         kind=TransactionKind.REFUND_REVERSED,
         reference=f"refund:{refund.id}:reversed",
         entries=late_failure_entries(issued, paid),
         order_id=refund.order_id,
+        provider_id=refund.provider_ref,
     )
     await _announce(session, refund, now)
 
@@ -716,12 +686,13 @@ async def _import(session: AsyncSession, order: Order, found: ProviderRefund, no
     )
     session.add(refund)
     await session.flush()
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.REFUND_ISSUED,
         reference=f"refund:{refund.id}:issued",
         entries=issue_entries(0, found.amount, found.currency, order.buyer_id, order.seller_id),
         order_id=order.id,
+        provider_id=None,  # the grant is ours; the provider's refund is on the payment below
     )
     await _succeed(session, refund, now, None)
     return refund.id

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine, utcnow
 from app.disputes import service as disputes
+from app.ledger.models import LedgerEntry
 from app.payouts import refunds
 from app.payouts.escrow import PaymentProviderError
-from app.payouts.ledger import LedgerEntry
 from app.settings import Settings
 from tests.api.test_disputes import Case
 from tests.conftest import Tokens, World, money, uid
