@@ -71,6 +71,7 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 def cmd_worker(_: argparse.Namespace) -> None:
     from app.db import create_engine
+    from app.main import money_reactions
     from app.observability import configure_logging
     from app.worker import Worker
 
@@ -81,7 +82,10 @@ def cmd_worker(_: argparse.Namespace) -> None:
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=2)
         try:
-            await Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings).run_forever()
+            reactions = money_reactions(settings)
+            await Worker(
+                engine, poll_seconds=settings.worker_poll_seconds, settings=settings, reactions=reactions
+            ).run_forever()
         finally:
             await engine.dispose()
 

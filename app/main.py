@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from advanced_alchemy.extensions.litestar import AsyncSessionConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
@@ -16,9 +17,12 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
+from app.disputes import promo_notice
+from app.disputes import service as disputes
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
 from app.errors import handle_exception
@@ -35,6 +39,8 @@ from app.payouts.controller import (
     RefundController,
     StripeWebhookController,
 )
+from app.payouts.models import Refund
+from app.payouts.reactions import Reactions
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
@@ -54,8 +60,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     storage = LocalDiskStorage(settings.attachments_dir)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
+    reactions = money_reactions(settings)
     worker = (
-        Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings) if settings.run_worker else None
+        Worker(engine, poll_seconds=settings.worker_poll_seconds, settings=settings, reactions=reactions)
+        if settings.run_worker
+        else None
     )
     hub = Hub(
         engine,
@@ -123,6 +132,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             "db_session": Provide(db.request_transaction),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "attachment_storage": Provide(lambda: storage, use_cache=True, sync_to_thread=False),
+            "reactions": Provide(lambda: reactions, use_cache=True, sync_to_thread=False),
         },
         middleware=[request_id_middleware, prometheus.middleware, auth_middleware, edge_middleware],
         request_class=SavRequest,
@@ -147,7 +157,22 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.engine = engine
     app.state.token_decoder = TokenDecoder(settings)
     app.state.hub = hub
+    app.state.reactions = reactions
     return app
+
+
+def money_reactions(settings: Settings) -> Reactions:
+    """What money movements make other domains do. Payouts imports neither disputes nor threads; these
+    callbacks, passed to the refunds controller and the worker, are the only way it reaches them."""
+
+    async def refund_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
+        await disputes.refund_settled(session, refund, now, settings)
+
+    return Reactions(
+        committed=disputes.committed_on_order,  # offers and accepted resolutions count against the limits
+        refund_settled=refund_settled,  # a settled refund resolves its dispute, or sends it back
+        promo_issued=promo_notice.tell_buyer,  # a dispute's promo code is posted to its buyer
+    )
 
 
 def channels_backend(settings: Settings) -> ChannelsBackend:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import idempotency
 from app.disputes import service as disputes
 from app.events import service as events
-from app.payouts import refunds
-from app.payouts.escrow import EscrowGateway
-from app.payouts.models import Refund
+from app.payouts import settlement
+from app.payouts.gateway import PaymentGateway
+from app.payouts.reactions import Reactions
 from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings
 from app.webhooks import service as webhooks
@@ -45,7 +45,7 @@ class Job:
     own_transactions: bool = False
 
 
-def escrow_gateway(settings: Settings) -> EscrowGateway | None:
+def escrow_gateway(settings: Settings) -> PaymentGateway | None:
     """The payment provider, when one is configured (``SAV_STRIPE_API_KEY``). Without it refunds are
     granted and stay pending until a worker with a key runs."""
     if not settings.stripe_api_key:
@@ -53,7 +53,9 @@ def escrow_gateway(settings: Settings) -> EscrowGateway | None:
     return StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
 
 
-def default_jobs(settings: Settings | None = None) -> list[Job]:
+def default_jobs(settings: Settings | None = None, reactions: Reactions | None = None) -> list[Job]:
+    """The jobs to run. ``reactions`` are what a settled refund makes other domains do (app/main.py
+    builds them); a worker that pays refunds needs them."""
     jobs = [
         Job("prune-events", 3600, events.prune),
         Job("prune-idempotency-keys", 3600, idempotency.prune_expired),
@@ -72,23 +74,23 @@ def default_jobs(settings: Settings | None = None) -> list[Job]:
         jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, deliver_webhooks, own_transactions=True))
         gateway = escrow_gateway(settings)
         if gateway is not None:
-
-            async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-                await disputes.refund_settled(session, refund, now, settings)
+            if reactions is None:
+                raise ValueError("a worker that pays refunds needs the reactions app.main builds (money_reactions)")
+            on_settled = reactions.refund_settled
 
             async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:
                 # A full batch means more are due: keep going (bounded, so other jobs get their turn)
                 # instead of waiting a poll interval between batches.
                 paid = 0
                 for _ in range(REFUND_BATCHES_PER_PASS):
-                    done = await refunds.pay_due(
+                    done = await settlement.pay_due(
                         sessions,
                         gateway=gateway,
                         on_settled=on_settled,
                         lease=timedelta(seconds=settings.refund_lease_seconds),
                     )
                     paid += done
-                    if done < refunds.BATCH:
+                    if done < settlement.BATCH:
                         break
                 return paid
 
@@ -104,10 +106,11 @@ class Worker:
         poll_seconds: float,
         jobs: list[Job] | None = None,
         settings: Settings | None = None,
+        reactions: Reactions | None = None,
     ) -> None:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.poll_seconds = poll_seconds
-        self.jobs = jobs if jobs is not None else default_jobs(settings)
+        self.jobs = jobs if jobs is not None else default_jobs(settings, reactions)
         self._task: asyncio.Task[None] | None = None
 
     async def run_due(self, now: float | None = None) -> dict[str, int]:

@@ -22,6 +22,7 @@ from app.auth import Actor, Role
 from app.db import utcnow
 from app.disputes import workflow
 from app.disputes.models import Dispute, DisputeEvent, DisputeLine
+from app.disputes.promo_notice import tell_buyer
 from app.disputes.schemas import (
     AcceptClaim,
     ActionBody,
@@ -731,6 +732,7 @@ async def _grant_resolution_refund(
         source_key=f"dispute:{dispute.id}:{int(previous or 0) + 1}",
         settings=settings,
         check_role=False,
+        promo_issued=tell_buyer,
     )
 
 

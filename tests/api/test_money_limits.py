@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine
 from app.disputes import service as disputes
-from app.payouts import refunds
-from app.payouts.escrow import PaymentProviderError
+from app.payouts import settlement
+from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
 from tests.api.test_disputes import Case
 from tests.conftest import Tokens, World, money
@@ -250,7 +250,7 @@ def pay(settings: Settings, escrow: FakeEscrow) -> int:
 
         try:
             sessions = async_sessionmaker(engine, expire_on_commit=False)
-            return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled)
+            return await settlement.pay_due(sessions, gateway=escrow, on_settled=on_settled)
         finally:
             await engine.dispose()
 

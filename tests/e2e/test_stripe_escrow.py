@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.payouts.escrow import PaymentProviderError, ProviderRefund
+from app.payouts.gateway import PaymentProviderError, ProviderRefund
 from app.payouts.stripe_escrow import StripeEscrow
 from tests.stripe_server.conftest import API_KEY, StripeServerProcess, stripe_server  # noqa: F401 - fixture
 

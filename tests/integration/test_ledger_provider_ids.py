@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import alembic_config, create_engine, utcnow
 from app.ledger.models import LedgerTransaction
-from app.payouts import refunds
+from app.payouts import settlement
 from tests.conftest import Tokens, create_pg_database, make_settings, migrate, money, order_body, uid
 from tests.fakes import FakeEscrow
 
@@ -59,7 +59,7 @@ def pay(url: str, escrow: FakeEscrow) -> None:
         engine = create_engine(url)
         try:
             sessions = async_sessionmaker(engine, expire_on_commit=False)
-            await refunds.pay_due(sessions, gateway=escrow, now=utcnow() + timedelta(seconds=1))
+            await settlement.pay_due(sessions, gateway=escrow, now=utcnow() + timedelta(seconds=1))
         finally:
             await engine.dispose()
 
