@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
+from app.disputes import promo_notice
 from app.disputes import resolution as disputes
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
@@ -40,7 +41,9 @@ from app.payouts.controller import (
     RefundController,
     StripeWebhookController,
 )
+from app.payouts.gateway import PaymentGateway
 from app.payouts.models import Refund
+from app.payouts.reactions import Reactions
 from app.payouts.stripe_escrow import StripeEscrow
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
@@ -60,7 +63,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     storage = LocalDiskStorage(settings.attachments_dir)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
-    worker = build_worker(settings, engine) if settings.run_worker else None
+    reactions = money_reactions(settings)
+    worker = build_worker(settings, engine, reactions) if settings.run_worker else None
     hub = Hub(
         engine,
         channels,
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             "db_session": Provide(db.request_transaction),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "attachment_storage": Provide(lambda: storage, use_cache=True, sync_to_thread=False),
+            "reactions": Provide(lambda: reactions, use_cache=True, sync_to_thread=False),
         },
         middleware=[request_id_middleware, prometheus.middleware, auth_middleware, edge_middleware],
         request_class=SavRequest,
@@ -152,10 +157,25 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.token_decoder = TokenDecoder(settings)
     app.state.hub = hub
     app.state.worker = worker
+    app.state.reactions = reactions
     return app
 
 
-def payment_gateway(settings: Settings) -> StripeEscrow | None:
+def money_reactions(settings: Settings) -> Reactions:
+    """What money movements make other domains do. Payouts imports neither disputes nor threads; these
+    callbacks, passed to the refunds controller and the worker, are the only way it reaches them."""
+
+    async def refund_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
+        await disputes.refund_settled(session, refund, now, settings)
+
+    return Reactions(
+        committed=disputes.committed_on_order,  # offers and accepted resolutions count against the limits
+        refund_settled=refund_settled,  # a settled refund resolves its dispute, or sends it back
+        promo_issued=promo_notice.tell_buyer,  # a dispute's promo code is posted to its buyer
+    )
+
+
+def payment_gateway(settings: Settings) -> PaymentGateway | None:
     """The payment provider's adapter, when one is configured (``SAV_STRIPE_API_KEY``). Without it refunds
     are granted and stay pending until a worker with a key runs."""
     if not settings.stripe_api_key:
@@ -163,16 +183,13 @@ def payment_gateway(settings: Settings) -> StripeEscrow | None:
     return StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
 
 
-def build_worker(settings: Settings, engine: AsyncEngine) -> Worker:
+def build_worker(settings: Settings, engine: AsyncEngine, reactions: Reactions | None = None) -> Worker:
     """The background worker with its payment gateway and every reaction it runs: the one built inside
     the server (``SAV_RUN_WORKER``) and the one ``sav worker`` runs are this one."""
-    gateway = payment_gateway(settings)
-
-    async def refund_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-        # A refund the worker paid (or saw fail) moves the dispute it resolves on.
-        await disputes.refund_settled(session, refund, now, settings)
-
-    jobs = all_jobs(settings, gateway=gateway, on_refund_settled=refund_settled)
+    reactions = reactions or money_reactions(settings)
+    if reactions.refund_settled is None:
+        raise ValueError("a worker needs the refund_settled reaction (money_reactions)")
+    jobs = all_jobs(settings, gateway=payment_gateway(settings), on_refund_settled=reactions.refund_settled)
     return Worker(engine, poll_seconds=settings.worker_poll_seconds, jobs=jobs)
 
 

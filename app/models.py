@@ -4,8 +4,17 @@ from app.db import Base
 from app.disputes.models import Dispute, DisputeEvent, DisputeLine
 from app.events.models import Event
 from app.idempotency import IdempotencyRecord
+from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.orders.models import Order, OrderLine
-from app.payouts.models import LedgerEntry, LedgerTransaction
+from app.payouts.models import (
+    CreditNote,
+    CreditNoteCounter,
+    CreditRedemption,
+    PromoCode,
+    ProviderEventRecord,
+    Refund,
+    Wallet,
+)
 from app.sellers.models import Seller
 from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -14,6 +23,9 @@ metadata = Base.metadata
 
 __all__ = [
     "Attachment",
+    "CreditNote",
+    "CreditNoteCounter",
+    "CreditRedemption",
     "Dispute",
     "DisputeEvent",
     "DisputeLine",
@@ -26,9 +38,13 @@ __all__ = [
     "MessageAttachment",
     "Order",
     "OrderLine",
+    "PromoCode",
+    "ProviderEventRecord",
     "ReadCursor",
+    "Refund",
     "Seller",
     "Thread",
+    "Wallet",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

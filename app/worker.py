@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import idempotency
 from app.disputes.timers import fire_due_timers
 from app.events import service as events
-from app.payouts import refunds
-from app.payouts.escrow import EscrowGateway
+from app.payouts import settlement
+from app.payouts.gateway import PaymentGateway
+from app.payouts.reactions import RefundSettled
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -50,7 +51,7 @@ def housekeeping_jobs() -> list[Job]:
     ]
 
 
-def all_jobs(settings: Settings, *, gateway: EscrowGateway | None, on_refund_settled: refunds.OnSettled) -> list[Job]:
+def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_settled: RefundSettled) -> list[Job]:
     """Every job of a worker. The payment gateway and the reactions come from the wiring
     (``app.main.build_worker``); without a gateway refunds are granted and stay pending until a worker
     with one runs."""
@@ -73,14 +74,14 @@ def all_jobs(settings: Settings, *, gateway: EscrowGateway | None, on_refund_set
             # instead of waiting a poll interval between batches.
             paid = 0
             for _ in range(REFUND_BATCHES_PER_PASS):
-                done = await refunds.pay_due(
+                done = await settlement.pay_due(
                     sessions,
                     gateway=gateway,
                     on_settled=on_refund_settled,
                     lease=timedelta(seconds=settings.refund_lease_seconds),
                 )
                 paid += done
-                if done < refunds.BATCH:
+                if done < settlement.BATCH:
                     break
             return paid
 

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app.auth import issue_token
 from app.db import create_engine, utcnow
 from app.disputes import resolution as disputes
-from app.payouts import refunds
-from app.payouts.ledger import LedgerEntry
+from app.ledger.models import LedgerEntry
+from app.payouts import settlement
 from app.settings import Settings, load_settings
 from tests.fakes import FakeEscrow
 
@@ -211,7 +211,7 @@ def pay(settings: Settings, escrow: FakeEscrow, *, later: timedelta = timedelta(
             async def on_settled(session: Any, refund: Any, now: Any) -> None:
                 await disputes.refund_settled(session, refund, now, settings)
 
-            return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
+            return await settlement.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
         finally:
             await engine.dispose()
 

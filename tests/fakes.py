@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from app.payouts.escrow import (
+from app.payouts.gateway import (
     BalanceTransactionPage,
     PaymentProviderError,
     ProviderBalanceTransaction,

@@ -28,9 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Actor, Role
 from app.disputes import transitions
 from app.disputes.models import Dispute
+from app.disputes.promo_notice import tell_buyer
 from app.disputes.schemas import Requested, Resolution, ResolutionType
 from app.disputes.workflow import MONEY_TYPES, Action, Status
 from app.errors import BusinessRuleViolation, ValidationFailed
+from app.ledger.views import order_money
 from app.money import Money, require_currency
 from app.payouts import refunds, rules
 from app.payouts import service as payouts
@@ -114,7 +116,7 @@ async def check_resolution(
         return resolution
     # The lock makes a concurrent refund or dispute action on this order wait until this one commits.
     await payouts.lock_order(session, dispute.order_id)
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    refundable = (await order_money(session, order_id=dispute.order_id)).refundable
     grant = rules.compensation(
         kind,
         amount=resolution.amount,
@@ -180,7 +182,7 @@ async def grant_resolution_refund(
     if resolution is None or kind is None:
         return None
     amount = _granted(resolution).amount
-    refundable = (await payouts.order_money(session, order_id=dispute.order_id)).refundable
+    refundable = (await order_money(session, order_id=dispute.order_id)).refundable
     if kind == RefundKind.PARTIAL and amount == refundable:
         kind = RefundKind.FULL
     previous = await session.scalar(select(func.count()).select_from(Refund).where(Refund.dispute_id == dispute.id))
@@ -201,6 +203,7 @@ async def grant_resolution_refund(
         source_key=f"dispute:{dispute.id}:{int(previous or 0) + 1}",
         settings=settings,
         check_role=False,
+        promo_issued=tell_buyer,  # a promo code goes to the buyer's private thread
     )
 
 

@@ -13,10 +13,12 @@ from sqlalchemy.orm import joinedload
 from app.auth import Actor, Role
 from app.db import utcnow
 from app.errors import BusinessRuleViolation, Conflict, NotFound, ValidationFailed
+from app.ledger import posting, postings
+from app.ledger.posting import TransactionKind
+from app.ledger.views import OrderMoney, money_columns, order_money
 from app.money import Money, require_currency
 from app.orders.models import Order, OrderLine
 from app.orders.schemas import Escrow, EscrowStatus, OrderLineIn, OrderRead, OrderUpsert, Payment
-from app.payouts import service as payouts
 from app.permissions.enforcer import Resource
 from app.permissions.service import authorize
 from app.sellers.models import Seller
@@ -93,9 +95,7 @@ async def upsert_order(
     if order is None:
         order, created = await _create(session, order_id, wanted)
         if created:
-            await payouts.record_capture(
-                session, order_id=order_id, currency=data.currency, total=data.total.amount, previous=None, revision=0
-            )
+            await _record_capture(session, order, previous=None)
             return await _read(session, order, actor, escrow_hold_seconds), True
         # The same order was created by a request running at the same time: this push is an update.
 
@@ -108,7 +108,7 @@ async def upsert_order(
         raise Conflict("an order's buyer and seller cannot change once it exists", code="order.immutable")
     money_changed = (current["currency"], current["total_amount"]) != (data.currency, data.total.amount)
     if money_changed:
-        money = await payouts.order_money(session, order_id=order_id)
+        money = await order_money(session, order_id=order_id)
         if money.refunded > 0:
             raise Conflict("the order's total and currency cannot change once a refund exists", code="order.immutable")
     if wanted["charge_id"] != current["charge_id"]:
@@ -124,15 +124,24 @@ async def upsert_order(
         await _require_charge_free(session, order_id, wanted["charge_id"])
         raise
     if money_changed:
-        await payouts.record_capture(
-            session,
-            order_id=order_id,
-            currency=data.currency,
-            total=data.total.amount,
-            previous=(current["currency"], current["total_amount"]),
-            revision=order.revision,
-        )
+        await _record_capture(session, order, previous=(current["currency"], current["total_amount"]))
     return await _read(session, order, actor, escrow_hold_seconds), False
+
+
+async def _record_capture(session: AsyncSession, order: Order, *, previous: tuple[str, int] | None) -> None:
+    """Post the buyer's payment into escrow, or adjust it when the marketplace corrects the order
+    (``previous``: the currency and total captured before this push, None on the first push)."""
+    entries = postings.capture_entries(currency=order.currency, total=order.total_amount, previous=previous)
+    if not entries:
+        return
+    await posting.post(
+        session,
+        kind=TransactionKind.CAPTURE if previous is None else TransactionKind.CAPTURE_ADJUSTMENT,
+        reference=f"order:{order.id}:capture:{order.revision}",
+        entries=entries,
+        order_id=order.id,
+        provider_id=order.charge_id,
+    )
 
 
 async def _create(session: AsyncSession, order_id: str, wanted: dict[str, Any]) -> tuple[Order, bool]:
@@ -181,7 +190,7 @@ def _apply(order: Order, wanted: dict[str, Any]) -> None:
 
 async def get_order(session: AsyncSession, *, actor: Actor, order_id: str, escrow_hold_seconds: int) -> OrderRead:
     # One statement: the order, its lines and its money (two ledger subqueries).
-    captured, refunded = payouts.money_columns(Order.id)
+    captured, refunded = money_columns(Order.id)
     row = (
         (
             await session.execute(
@@ -195,7 +204,7 @@ async def get_order(session: AsyncSession, *, actor: Actor, order_id: str, escro
         raise NotFound(f"order {order_id!r} does not exist")
     order = row[0]
     authorize(actor, resource_of(order), "read", label="order", resource_id=order_id)
-    money = payouts.OrderMoney(captured=int(row[1]), refunded=int(row[2]))
+    money = OrderMoney(captured=int(row[1]), refunded=int(row[2]))
     return await _read(session, order, actor, escrow_hold_seconds, money)
 
 
@@ -204,10 +213,10 @@ async def _read(
     order: Order,
     actor: Actor,
     escrow_hold_seconds: int,
-    money: payouts.OrderMoney | None = None,
+    money: OrderMoney | None = None,
 ) -> OrderRead:
     if money is None:
-        money = await payouts.order_money(session, order_id=order.id)
+        money = await order_money(session, order_id=order.id)
     cur = order.currency
     is_buyer = actor.role == Role.BUYER
     release_at = (

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -9,13 +8,12 @@ from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
-from app.disputes.resolution import committed_on_order, refund_settled
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import RequiredIdempotencyKey, idempotent
 from app.keys import compound_key
-from app.payouts import credit, provider_events, refunds
-from app.payouts.escrow import InvalidSignature, UnreadableEvent
-from app.payouts.models import Refund
+from app.payouts import credit, provider_events, refunds, settlement
+from app.payouts.gateway import InvalidSignature, UnreadableEvent
+from app.payouts.reactions import Reactions
 from app.payouts.schemas import (
     CreditRead,
     CreditRedemptionCreate,
@@ -45,6 +43,7 @@ class RefundController(Controller):
         request: Request[Actor, str, Any],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        reactions: NamedDependency[Reactions],
         data: StrictBody[RefundCreate],
         idempotency_key: RequiredIdempotencyKey,
     ) -> Response[RefundRead]:
@@ -57,7 +56,8 @@ class RefundController(Controller):
                 source_key=compound_key("api", *request.user.key_parts, idempotency_key.strip()),
                 settings=settings,
                 # Money the order's disputes committed (offers, accepted claims) counts against the limits.
-                committed=committed_on_order,
+                committed=reactions.committed,
+                promo_issued=reactions.promo_issued,
             )
             return 201, refund
 
@@ -139,6 +139,7 @@ class StripeWebhookController(Controller):
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        reactions: NamedDependency[Reactions],
     ) -> dict[str, str]:
         if not settings.stripe_webhook_secret:
             raise ServiceUnavailable("SAV_STRIPE_WEBHOOK_SECRET is not set", code="stripe.webhooks_disabled")
@@ -150,11 +151,7 @@ class StripeWebhookController(Controller):
             raise ValidationFailed(f"invalid Stripe-Signature: {exc}", field="header:Stripe-Signature") from None
         except UnreadableEvent as exc:
             raise ValidationFailed(f"not a Stripe event: {exc}", field="body") from None
-
-        async def on_settled(session: AsyncSession, refund: Refund, now: datetime) -> None:
-            await refund_settled(session, refund, now, settings)
-
-        outcome = await refunds.apply_provider_event(db_session, event, on_settled=on_settled)
+        outcome = await settlement.apply_provider_event(db_session, event, on_settled=reactions.refund_settled)
         return {"received": event.id, "outcome": outcome}
 
 

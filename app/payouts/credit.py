@@ -12,16 +12,17 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor, Role
 from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Conflict, Forbidden, NotFound
+from app.ledger import posting, postings
+from app.ledger.posting import Account, TransactionKind
+from app.ledger.views import party_balances
 from app.money import Money
-from app.payouts import ledger
-from app.payouts.ledger import Account, Entry, TransactionKind
-from app.payouts.models import CreditNote, CreditNoteCounter, CreditRedemption, LedgerEntry, PromoCode, Refund, Wallet
+from app.payouts.models import CreditNote, CreditNoteCounter, CreditRedemption, PromoCode, Refund, Wallet
 from app.payouts.schemas import (
     CreditNoteRead,
     CreditRead,
@@ -34,28 +35,6 @@ from app.payouts.schemas import (
 # No 0/O, 1/I/L: codes are read aloud and typed by hand.
 PROMO_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 PROMO_LENGTH = 12  # 31^12 ≈ 7.9e17: not guessable
-
-
-def compensation_entries(
-    *,
-    liability: Account,
-    seller_part: int,
-    operator_part: int,
-    bonus: int,
-    currency: str,
-    buyer_id: str,
-    seller_id: str,
-) -> list[Entry]:
-    """Credit or promo value owed to the buyer, taken from the shop's escrow, the operator's goodwill and
-    (for the bonus) the operator's promotion budget."""
-    entries = [Entry(liability, -(seller_part + operator_part + bonus), currency, buyer_id)]
-    if seller_part:
-        entries.append(Entry(Account.ESCROW, seller_part, currency, seller_id))
-    if operator_part:
-        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, currency))
-    if bonus:
-        entries.append(Entry(Account.PLATFORM_BONUS, bonus, currency))
-    return entries
 
 
 async def next_credit_note_number(session: AsyncSession, now: datetime) -> str:
@@ -86,12 +65,11 @@ async def issue_credit_note(session: AsyncSession, refund: Refund, *, buyer_id: 
             created_at=refund.created_at,
         )
     )
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.CREDIT_ISSUED,
         reference=f"refund:{refund.id}:credit",
-        entries=compensation_entries(
-            liability=Account.BUYER_CREDIT,
+        entries=postings.credit_issue_entries(
             seller_part=refund.seller_amount,
             operator_part=refund.operator_amount,
             bonus=refund.bonus_amount,
@@ -100,6 +78,7 @@ async def issue_credit_note(session: AsyncSession, refund: Refund, *, buyer_id: 
             seller_id=seller_id,
         ),
         order_id=refund.order_id,
+        provider_id=None,  # lives in our ledger only
     )
     return number
 
@@ -117,12 +96,11 @@ async def issue_promo_code(
         created_at=refund.created_at,
     )
     session.add(promo)
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.PROMO_ISSUED,
         reference=f"refund:{refund.id}:promo",
-        entries=compensation_entries(
-            liability=Account.PROMO_LIABILITY,
+        entries=postings.promo_issue_entries(
             seller_part=refund.seller_amount,
             operator_part=refund.operator_amount,
             bonus=refund.bonus_amount,
@@ -131,6 +109,7 @@ async def issue_promo_code(
             seller_id=seller_id,
         ),
         order_id=refund.order_id,
+        provider_id=None,  # lives in our ledger only
     )
     return promo
 
@@ -143,12 +122,7 @@ def _may_see_wallet(actor: Actor, buyer_id: str) -> bool:
 
 
 async def _balances(session: AsyncSession, buyer_id: str) -> dict[str, int]:
-    rows = await session.execute(
-        select(LedgerEntry.currency, func.sum(LedgerEntry.amount))
-        .where(LedgerEntry.account == Account.BUYER_CREDIT.value, LedgerEntry.party_id == buyer_id)
-        .group_by(LedgerEntry.currency)
-    )
-    return {currency: -int(total) for currency, total in rows.all()}
+    return await party_balances(session, account=Account.BUYER_CREDIT, party_id=buyer_id)
 
 
 async def get_credit(session: AsyncSession, *, actor: Actor, buyer_id: str) -> CreditRead:
@@ -223,15 +197,13 @@ async def redeem_credit(
         created_at=now,
     )
     session.add(redemption)
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.CREDIT_REDEEMED,
         reference=f"credit:{redemption.id}",
-        entries=[
-            Entry(Account.BUYER_CREDIT, data.amount.amount, currency, buyer_id),
-            Entry(Account.CHECKOUT_CLEARING, -data.amount.amount, currency, buyer_id),
-        ],
+        entries=postings.credit_redemption_entries(data.amount.amount, currency, buyer_id),
         order_id=None,
+        provider_id=None,
     )
     return _redemption(redemption, balance - data.amount.amount), True
 
@@ -269,15 +241,13 @@ async def redeem_promo(
         raise BusinessRuleViolation(f"this promo code expired on {promo.expires_at:%Y-%m-%d}", code="promo.expired")
     promo.redeemed_order_id = data.order_id
     promo.redeemed_at = now
-    await ledger.post(
+    await posting.post(
         session,
         kind=TransactionKind.PROMO_REDEEMED,
         reference=f"promo:{promo.code}:redeemed",
-        entries=[
-            Entry(Account.PROMO_LIABILITY, promo.amount, promo.currency, promo.buyer_id),
-            Entry(Account.CHECKOUT_CLEARING, -promo.amount, promo.currency, promo.buyer_id),
-        ],
+        entries=postings.promo_redemption_entries(promo.amount, promo.currency, promo.buyer_id),
         order_id=None,
+        provider_id=None,
     )
     return _promo(promo), True
 

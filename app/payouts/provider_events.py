@@ -5,7 +5,7 @@ positive integer, another currency than the order's, another charge, another amo
 names) is ``rejected``: it moves no money, it is answered 2xx so the provider stops retrying, and finance
 reads it (``GET /v1/provider-events?status=rejected``) to settle it by hand with the provider.
 
-The rules are pure functions here; ``refunds.apply_provider_event`` calls them before any money moves.
+The rules are pure functions here; ``settlement.apply_provider_event`` calls them before any money moves.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert
 from app.money import Money
-from app.payouts.escrow import ProviderEvent, ProviderRefund
+from app.payouts.gateway import ProviderEvent, ProviderRefund
 from app.payouts.models import ProviderEventRecord
 from app.payouts.schemas import ProviderEventRead, ProviderEventStatus
 from app.schemas import Page, decode_cursor, encode_cursor

@@ -1,4 +1,4 @@
-"""The Stripe adapter of the escrow gateway: the only module that imports ``stripe``.
+"""The Stripe adapter of the payment gateway (app/payouts/gateway.py): the only module that imports ``stripe``.
 
 Separate charges and transfers (Stripe Connect): buyers pay the marketplace's balance; refunds go back
 on the charge (or its payment intent); money already transferred to a shop comes back by a transfer
@@ -16,7 +16,7 @@ import stripe
 
 from app.errors import split_msgspec_message
 from app.money import MAX_AMOUNT
-from app.payouts.escrow import (
+from app.payouts.gateway import (
     BalanceTransactionPage,
     InvalidSignature,
     PaymentProviderError,

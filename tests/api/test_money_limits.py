@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine
 from app.disputes.resolution import refund_settled
-from app.payouts import refunds
-from app.payouts.escrow import PaymentProviderError
+from app.payouts import settlement
+from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
 from tests.factories import Case, Tokens, World, money
 from tests.fakes import FakeEscrow
@@ -249,7 +249,7 @@ def pay(settings: Settings, escrow: FakeEscrow) -> int:
 
         try:
             sessions = async_sessionmaker(engine, expire_on_commit=False)
-            return await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled)
+            return await settlement.pay_due(sessions, gateway=escrow, on_settled=on_settled)
         finally:
             await engine.dispose()
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.db import create_engine
 from app.events.models import Event
-from app.payouts.escrow import PaymentProviderError
+from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
 from tests.factories import Case, Tokens, World, grant, money, pay
 from tests.fakes import FakeEscrow

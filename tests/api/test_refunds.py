@@ -15,8 +15,8 @@ from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine, utcnow
-from app.payouts import refunds
-from app.payouts.escrow import PaymentProviderError
+from app.payouts import settlement
+from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
 from tests.factories import (
     Case,
@@ -205,7 +205,7 @@ def test_two_workers_pay_each_refund_once(
         engines = [create_engine(settings.database_url) for _ in range(2)]
         try:
             makers = [async_sessionmaker(e, expire_on_commit=False) for e in engines]
-            await asyncio.gather(*(refunds.pay_due(m, gateway=escrow) for m in makers))
+            await asyncio.gather(*(settlement.pay_due(m, gateway=escrow) for m in makers))
         finally:
             for engine in engines:
                 await engine.dispose()
@@ -411,7 +411,7 @@ def test_a_refund_that_cannot_be_recorded_does_not_hold_back_the_others(
                 if refund.id == poisoned:
                     raise RuntimeError("cannot record this one")
 
-            await refunds.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
+            await settlement.pay_due(sessions, gateway=escrow, on_settled=on_settled, now=utcnow() + later)
         finally:
             await engine.dispose()
 

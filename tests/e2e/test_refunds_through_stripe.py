@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine, utcnow
-from app.payouts import refunds
+from app.payouts import settlement
 from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings
 from tests.e2e.helpers import API_KEY, StripeServerProcess
@@ -59,7 +59,7 @@ def pay(settings: Settings, *, later: timedelta = timedelta(0)) -> int:
         try:
             gateway = StripeEscrow(api_key=settings.stripe_api_key, api_base=settings.stripe_api_base)
             sessions = async_sessionmaker(engine, expire_on_commit=False)
-            return await refunds.pay_due(sessions, gateway=gateway, now=utcnow() + later)
+            return await settlement.pay_due(sessions, gateway=gateway, now=utcnow() + later)
         finally:
             await engine.dispose()
 

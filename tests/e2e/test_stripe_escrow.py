@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.payouts.escrow import PaymentProviderError, ProviderRefund
+from app.payouts.gateway import PaymentProviderError, ProviderRefund
 from app.payouts.stripe_escrow import StripeEscrow
 from tests.e2e.helpers import API_KEY, StripeServerProcess
 

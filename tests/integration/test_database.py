@@ -72,7 +72,7 @@ def test_ready_does_not_rescan_the_migration_scripts_on_each_probe(tmp_sqlite_ur
     """The head revision is read at startup; a probe only asks the database where it is."""
     from app import db
     from app.main import create_app
-    from tests.conftest import migrate
+    from tests.databases import migrate
 
     migrate(tmp_sqlite_url)
     app = create_app(make_settings(tmp_sqlite_url), configure_logs=False)

@@ -13,8 +13,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db import create_engine
-from app.payouts import refunds
-from app.payouts.escrow import ProviderEvent, ProviderRefund
+from app.payouts import settlement
+from app.payouts.gateway import ProviderEvent, ProviderRefund
 from app.payouts.models import Refund
 from tests.factories import World
 
@@ -55,11 +55,11 @@ def test_two_events_about_one_dashboard_refund_at_once_import_it_once(
 
         async def apply_alone(provider_event: ProviderEvent) -> str:
             async with sessions() as session, session.begin():
-                return await refunds.apply_provider_event(session, provider_event, on_settled=None)
+                return await settlement.apply_provider_event(session, provider_event, on_settled=None)
 
         try:
             async with sessions() as first, first.begin():
-                first_outcome = await refunds.apply_provider_event(first, event("charge.refunded"), on_settled=None)
+                first_outcome = await settlement.apply_provider_event(first, event("charge.refunded"), on_settled=None)
                 second = asyncio.create_task(apply_alone(event("refund.created")))
                 await _someone_waits_on_a_lock(engine)  # the second event waits on the order's row lock
             second_outcome = await second

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.payouts.ledger import Account, Entry, UnbalancedTransaction, check_balanced
-from app.payouts.service import _net
+from app.ledger.posting import Account, Entry, UnbalancedTransaction, check_balanced
+from app.ledger.postings import net
 
 amounts = st.integers(min_value=1, max_value=10**12)
 
@@ -41,7 +41,7 @@ def test_empty_and_zero_entries_are_refused() -> None:
 
 @given(amounts, amounts)
 def test_a_total_correction_nets_to_one_balanced_delta(old: int, new: int) -> None:
-    entries = _net(
+    entries = net(
         [
             Entry(Account.PROVIDER_BALANCE, -old, "EUR"),
             Entry(Account.ESCROW, old, "EUR"),

@@ -1,106 +1,348 @@
-"""Ledger properties: random sequences of money operations on an order keep every transaction balanced,
-every balance equal to the sum of its entries, and refunds within what was captured."""
+"""Ledger properties: random sequences of every money movement, on several orders of two shops and two
+buyers, posted with the real entry builders (app/ledger/postings.py), give the balances an independent
+model of the marketplace expects — per order captured, refunded and refundable (read with the very SQL of
+app/ledger/views.py), escrow per shop, goodwill, bonus, refunds in flight, the provider balance, each
+buyer's store credit and unredeemed promo value, and checkout clearing — not only transactions that sum
+to zero."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine, create_engine, delete, insert, select
 
-from app.payouts.ledger import Account, Entry, check_balanced
-from app.payouts.refunds import issue_entries, late_failure_entries, paid_entries, reversal_entries
+from app.ledger import postings
+from app.ledger.models import LedgerEntry, LedgerTransaction
+from app.ledger.posting import Account, Entry, TransactionKind, check_balanced
+from app.ledger.views import money_columns, party_balances_query
+from app.models import metadata
 
-# (operation, amount, share of it the seller funds in percent, outcome of the provider)
+# order -> (buyer, shop)
+ORDERS = {"o0": ("b0", "s0"), "o1": ("b0", "s1"), "o2": ("b1", "s0")}
+BUYERS = ("b0", "b1")
+SHOPS = ("s0", "s1")
+K = TransactionKind
+
+order_ids = st.sampled_from(sorted(ORDERS))
+amounts = st.integers(min_value=1, max_value=100_000)
+percents = st.integers(min_value=0, max_value=100)
+
+
+@dataclass(frozen=True)
+class Recapture:
+    """The marketplace corrects an order's total (and maybe its currency)."""
+
+    order_id: str
+    total: int
+    to_usd: bool
+
+
+@dataclass(frozen=True)
+class Refund:
+    order_id: str
+    amount: int
+    seller_percent: int
+    outcome: str  # paid, reversed, pending, paid_then_failed
+
+
+@dataclass(frozen=True)
+class Compensate:
+    """A credit note or a promo code."""
+
+    kind: str
+    order_id: str
+    amount: int
+    seller_percent: int
+    bonus_percent: int
+
+
+@dataclass(frozen=True)
+class RedeemCredit:
+    buyer_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class RedeemPromo:
+    index: int  # which of the codes not spent yet
+
+
+Operation = Recapture | Refund | Compensate | RedeemCredit | RedeemPromo
 operations = st.lists(
-    st.tuples(
-        st.sampled_from(["refund", "recapture"]),
-        st.integers(min_value=1, max_value=100_000),
-        st.integers(min_value=0, max_value=100),
-        st.sampled_from(["paid", "reversed", "pending", "paid_then_failed"]),
+    st.one_of(
+        st.builds(Recapture, order_ids, st.integers(min_value=0, max_value=200_000), st.booleans()),
+        st.builds(
+            Refund, order_ids, amounts, percents, st.sampled_from(["paid", "reversed", "pending", "paid_then_failed"])
+        ),
+        st.builds(Compensate, st.sampled_from(["credit", "promo"]), order_ids, amounts, percents, percents),
+        st.builds(RedeemCredit, st.sampled_from(BUYERS), amounts),
+        st.builds(RedeemPromo, st.integers(min_value=0, max_value=20)),
     ),
     max_size=40,
 )
 
 
+def nonzero(amounts: Counter[str] | dict[str, int]) -> dict[str, int]:
+    """Per currency, without the currencies whose amount is zero (a Counter's ``+`` would drop negatives too)."""
+    return {currency: amount for currency, amount in amounts.items() if amount}
+
+
+@dataclass
 class Book:
-    """An in-memory ledger that applies the service's own entry builders, the way the service does."""
+    """An in-memory ledger: the transactions the services would post, built by the services' builders."""
 
-    def __init__(self) -> None:
-        self.transactions: list[tuple[str, list[Entry]]] = []
-        self.captured = 0
+    transactions: list[tuple[TransactionKind, str | None, list[Entry]]] = field(default_factory=list)
 
-    def post(self, kind: str, entries: list[Entry]) -> None:
+    def post(self, kind: TransactionKind, order_id: str | None, entries: list[Entry]) -> list[Entry]:
         check_balanced(entries)
-        self.transactions.append((kind, entries))
+        self.transactions.append((kind, order_id, entries))
+        return entries
 
-    def balance(self, account: Account) -> int:
-        return sum(e.amount for _, entries in self.transactions for e in entries if e.account == account)
+    def balance(self, account: Account, *, party: str | None = None, orders: set[str] | None = None) -> dict[str, int]:
+        """Per currency, the sum of the entries on ``account`` (of ``party``, or of ``orders``)."""
+        total: Counter[str] = Counter()
+        for _, order_id, entries in self.transactions:
+            for e in entries:
+                if e.account != account or (party is not None and e.party_id != party):
+                    continue
+                if orders is not None and order_id not in orders:
+                    continue
+                total[e.currency] += e.amount
+        return nonzero(total)
 
-    def refunded(self) -> int:
-        """As app/payouts/service.py derives it: what compensation took from escrow and goodwill."""
-        return sum(
-            e.amount
-            for kind, entries in self.transactions
-            if kind in ("issued", "reversed")
-            for e in entries
-            if e.account in (Account.ESCROW, Account.PLATFORM_GOODWILL)
-        )
+
+def negated(amounts: dict[str, int]) -> dict[str, int]:
+    """A liability's balance as what is owed (ledger credits are negative)."""
+    return {currency: -amount for currency, amount in amounts.items()}
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=1, max_value=1_000_000), operations)
-def test_random_operations_keep_the_ledger_sound(total: int, ops: list[tuple[str, int, int, str]]) -> None:
-    book = Book()
-    book.post("capture", [Entry(Account.PROVIDER_BALANCE, total, "EUR"), Entry(Account.ESCROW, -total, "EUR")])
-    book.captured = total
-    in_flight_expected = 0
-    for op, amount, seller_percent, outcome in ops:
-        if op == "recapture":  # the marketplace corrects the order upward
-            book.post(
-                "capture", [Entry(Account.PROVIDER_BALANCE, amount, "EUR"), Entry(Account.ESCROW, -amount, "EUR")]
+@dataclass
+class Model:
+    """What the marketplace expects, kept with plain numbers and no ledger at all."""
+
+    currency: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ORDERS, "EUR"))
+    captured: dict[str, int] = field(default_factory=dict)
+    refunded: Counter[str] = field(default_factory=Counter)  # compensation granted and not given back
+    seller_paid: Counter[str] = field(default_factory=Counter)  # per order: the shop's part of it
+    goodwill: Counter[str] = field(default_factory=Counter)  # per currency, from here down
+    bonus: Counter[str] = field(default_factory=Counter)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    paid_out: Counter[str] = field(default_factory=Counter)
+    credit: dict[str, Counter[str]] = field(default_factory=lambda: {b: Counter() for b in BUYERS})
+    promo: dict[str, Counter[str]] = field(default_factory=lambda: {b: Counter() for b in BUYERS})
+    spent: Counter[str] = field(default_factory=Counter)
+    unredeemed: list[tuple[str, int, str]] = field(default_factory=list)  # promo codes: buyer, value, currency
+
+    def refundable(self, order_id: str) -> int:
+        return max(self.captured[order_id] - self.refunded[order_id], 0)
+
+    def provider(self) -> dict[str, int]:
+        held: Counter[str] = Counter()
+        for order_id, total in self.captured.items():
+            held[self.currency[order_id]] += total
+        held.subtract(self.paid_out)
+        return nonzero(held)
+
+    def seller_funded(self, shop: str) -> dict[str, int]:
+        funded: Counter[str] = Counter()
+        for order_id, (_, order_shop) in ORDERS.items():
+            if order_shop == shop:
+                funded[self.currency[order_id]] += self.seller_paid[order_id]
+        return nonzero(funded)
+
+    def escrow_owed(self, shop: str) -> dict[str, int]:
+        owed: Counter[str] = Counter()
+        for order_id, (_, order_shop) in ORDERS.items():
+            if order_shop == shop:
+                owed[self.currency[order_id]] += self.captured[order_id] - self.seller_paid[order_id]
+        return nonzero(owed)
+
+
+def replay(totals: list[int], ops: list[Operation]) -> tuple[Book, Model]:
+    """Apply the operations the way the services do, refusing what they refuse (nothing is posted then)."""
+    book, model = Book(), Model()
+    for order_id, total in zip(sorted(ORDERS), totals, strict=True):
+        entries = postings.capture_entries(currency="EUR", total=total, previous=None)
+        if entries:  # an order of 0 captures nothing: nothing is posted
+            book.post(K.CAPTURE, order_id, entries)
+        model.captured[order_id] = total
+    for op in ops:
+        if isinstance(op, Recapture):
+            recapture(book, model, op)
+        elif isinstance(op, Refund):
+            refund(book, model, op)
+        elif isinstance(op, Compensate):
+            compensate(book, model, op)
+        elif isinstance(op, RedeemCredit):
+            if op.amount > model.credit[op.buyer_id]["EUR"]:  # 422 credit.insufficient
+                continue
+            book.post(K.CREDIT_REDEEMED, None, postings.credit_redemption_entries(op.amount, "EUR", op.buyer_id))
+            model.credit[op.buyer_id]["EUR"] -= op.amount
+            model.spent["EUR"] += op.amount
+        elif model.unredeemed:  # a promo code is spent whole
+            buyer, value, cur = model.unredeemed.pop(op.index % len(model.unredeemed))
+            book.post(K.PROMO_REDEEMED, None, postings.promo_redemption_entries(value, cur, buyer))
+            model.promo[buyer][cur] -= value
+            model.spent[cur] += value
+    return book, model
+
+
+def recapture(book: Book, model: Model, op: Recapture) -> None:
+    if model.refunded[op.order_id] or model.seller_paid[op.order_id]:
+        return  # 409 order.immutable once compensation exists
+    currency = "USD" if op.to_usd else "EUR"
+    previous = (model.currency[op.order_id], model.captured[op.order_id])
+    entries = postings.capture_entries(currency=currency, total=op.total, previous=previous)
+    if entries:
+        book.post(K.CAPTURE_ADJUSTMENT, op.order_id, entries)
+    model.currency[op.order_id], model.captured[op.order_id] = currency, op.total
+
+
+def refund(book: Book, model: Model, op: Refund) -> None:
+    if op.amount > model.refundable(op.order_id):  # 422 refund.exceeds_refundable
+        return
+    buyer, shop = ORDERS[op.order_id]
+    cur = model.currency[op.order_id]
+    seller_part = op.amount * op.seller_percent // 100
+    issued = book.post(
+        K.REFUND_ISSUED, op.order_id, postings.issue_entries(seller_part, op.amount - seller_part, cur, buyer, shop)
+    )
+    paid = postings.paid_entries(op.amount, cur)
+    if op.outcome == "reversed":  # the provider refused: as if nothing happened
+        book.post(K.REFUND_REVERSED, op.order_id, postings.reversal_entries(issued))
+        return
+    if op.outcome == "paid_then_failed":  # paid, then failed at the provider (a closed card): money back
+        book.post(K.REFUND_PAID, op.order_id, paid)
+        book.post(K.REFUND_REVERSED, op.order_id, postings.late_failure_entries(issued, paid))
+        return
+    if op.outcome == "paid":
+        book.post(K.REFUND_PAID, op.order_id, paid)
+        model.paid_out[cur] += op.amount
+    else:
+        model.in_flight[cur] += op.amount
+    model.refunded[op.order_id] += op.amount
+    model.seller_paid[op.order_id] += seller_part
+    model.goodwill[cur] += op.amount - seller_part
+
+
+def compensate(book: Book, model: Model, op: Compensate) -> None:
+    if op.amount > model.refundable(op.order_id):
+        return
+    buyer, shop = ORDERS[op.order_id]
+    cur = model.currency[op.order_id]
+    seller_part, bonus = op.amount * op.seller_percent // 100, op.amount * op.bonus_percent // 100
+    parts = {"seller_part": seller_part, "operator_part": op.amount - seller_part, "bonus": bonus}
+    if op.kind == "credit":
+        entries = postings.credit_issue_entries(**parts, currency=cur, buyer_id=buyer, seller_id=shop)
+        book.post(K.CREDIT_ISSUED, op.order_id, entries)
+        model.credit[buyer][cur] += op.amount + bonus
+    else:
+        entries = postings.promo_issue_entries(**parts, currency=cur, buyer_id=buyer, seller_id=shop)
+        book.post(K.PROMO_ISSUED, op.order_id, entries)
+        model.promo[buyer][cur] += op.amount + bonus
+        model.unredeemed.append((buyer, op.amount + bonus, cur))
+    model.refunded[op.order_id] += op.amount
+    model.seller_paid[op.order_id] += seller_part
+    model.goodwill[cur] += op.amount - seller_part
+    model.bonus[cur] += bonus
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine, tables=[LedgerTransaction.__table__, LedgerEntry.__table__])  # type: ignore[list-item]
+    yield engine
+    engine.dispose()
+
+
+def store(engine: Engine, book: Book) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(LedgerEntry))
+        conn.execute(delete(LedgerTransaction))
+        for n, (kind, order_id, _) in enumerate(book.transactions):
+            conn.execute(
+                insert(LedgerTransaction).values(id=f"t{n}", kind=kind.value, order_id=order_id, reference=f"r{n}")
             )
-            book.captured += amount
-            continue
-        refundable = book.captured - book.refunded()
-        if amount > refundable:  # the service refuses it (422) and writes nothing
-            continue
-        seller_part = amount * seller_percent // 100
-        issued = issue_entries(seller_part, amount - seller_part, "EUR", "buyer", "shop")
-        book.post("issued", issued)
-        if outcome == "paid":
-            book.post("paid", paid_entries(amount, "EUR"))
-        elif outcome == "paid_then_failed":  # Stripe fails it after it succeeded (a closed card)
-            paid_out = paid_entries(amount, "EUR")
-            book.post("paid", paid_out)
-            book.post("reversed", late_failure_entries(issued, paid_out))
-        elif outcome == "reversed":
-            book.post("reversed", reversal_entries(issued))
-        else:
-            in_flight_expected += amount
+        rows = [
+            {
+                "transaction_id": f"t{n}",
+                "account": e.account.value,
+                "order_id": order_id,
+                "party_id": e.party_id,
+                "amount": e.amount,
+                "currency": e.currency,
+            }
+            for n, (_, order_id, entries) in enumerate(book.transactions)
+            for e in entries
+        ]
+        if rows:
+            conn.execute(insert(LedgerEntry), rows)
 
-    totals: dict[str, int] = defaultdict(int)
-    for _, entries in book.transactions:
-        for entry in entries:
-            totals[entry.currency] += entry.amount
-    assert all(total == 0 for total in totals.values())  # the whole book balances
-    assert 0 <= book.refunded() <= book.captured  # never more refunded than captured
-    assert -book.balance(Account.REFUNDS_IN_FLIGHT) == in_flight_expected  # owed = issued, not yet paid
-    # What left the provider balance is exactly what was paid out and not given back.
-    paid = sum(
-        -e.amount
-        for kind, es in book.transactions
-        if kind in ("paid", "reversed")
-        for e in es
-        if e.account == Account.PROVIDER_BALANCE
-    )
-    assert book.balance(Account.PROVIDER_BALANCE) == book.captured - paid
-    # Escrow still owed to the shop plus the seller-funded refunds equal the capture.
-    seller_funded = sum(
-        e.amount
-        for kind, es in book.transactions
-        if kind in ("issued", "reversed")
-        for e in es
-        if e.account == Account.ESCROW
-    )
-    assert -book.balance(Account.ESCROW) == book.captured - seller_funded
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(min_value=0, max_value=200_000), min_size=len(ORDERS), max_size=len(ORDERS)), operations)
+def test_every_movement_keeps_the_balances_the_model_expects(
+    engine: Engine, totals: list[int], ops: list[Operation]
+) -> None:
+    book, model = replay(totals, ops)
+
+    everything: Counter[str] = Counter()
+    for _, _, entries in book.transactions:
+        for e in entries:
+            everything[e.currency] += e.amount
+    assert nonzero(everything) == {}  # the whole book balances, per currency
+
+    # The order money views, run as SQL over these very transactions.
+    store(engine, book)
+    with engine.connect() as conn:
+        for order_id in ORDERS:
+            captured, refunded = (conn.execute(select(*money_columns(order_id)))).one()
+            assert (captured, refunded) == (model.captured[order_id], model.refunded[order_id]), order_id
+            assert 0 <= refunded <= captured  # never more compensation than the buyer paid
+        for buyer in BUYERS:
+            credit = dict(conn.execute(party_balances_query(Account.BUYER_CREDIT, buyer)).all())
+            assert nonzero(credit) == nonzero(model.credit[buyer])
+            promo = dict(conn.execute(party_balances_query(Account.PROMO_LIABILITY, buyer)).all())
+            assert nonzero(promo) == nonzero(model.promo[buyer])
+
+    # The accounts, against the model.
+    for shop in SHOPS:  # escrow still owed to each shop: its captures less what it funded
+        shop_orders = {o for o, (_, s) in ORDERS.items() if s == shop}
+        assert negated(book.balance(Account.ESCROW, orders=shop_orders)) == model.escrow_owed(shop)
+        # The shop's own account of what it funded (escrow entries name the shop that pays).
+        assert book.balance(Account.ESCROW, party=shop) == model.seller_funded(shop)
+    assert book.balance(Account.PLATFORM_GOODWILL) == nonzero(model.goodwill)
+    assert book.balance(Account.PLATFORM_BONUS) == nonzero(model.bonus)
+    # Owed to buyers: refunds issued and not yet paid.
+    assert negated(book.balance(Account.REFUNDS_IN_FLIGHT)) == nonzero(model.in_flight)
+    assert book.balance(Account.PROVIDER_BALANCE) == model.provider()  # captured less what was paid out
+    assert negated(book.balance(Account.CHECKOUT_CLEARING)) == nonzero(model.spent)
+    for buyer in BUYERS:
+        assert negated(book.balance(Account.BUYER_CREDIT, party=buyer)) == nonzero(model.credit[buyer])
+        assert negated(book.balance(Account.PROMO_LIABILITY, party=buyer)) == nonzero(model.promo[buyer])
+
+
+def test_the_model_sees_every_builder() -> None:
+    """The operations above reach every kind of transaction (so none is left out of the property)."""
+    ops: list[Operation] = [
+        Recapture("o0", 90_000, to_usd=False),
+        Refund("o0", 100, 50, "paid"),
+        Refund("o0", 100, 50, "reversed"),
+        Refund("o0", 100, 50, "paid_then_failed"),
+        Compensate("credit", "o1", 100, 0, 10),
+        Compensate("promo", "o2", 100, 100, 10),
+        RedeemCredit("b0", 50),
+        RedeemPromo(0),
+    ]
+    book, _ = replay([10_000, 10_000, 10_000], ops)
+    assert {kind for kind, _, _ in book.transactions} == set(TransactionKind)
+
+
+def test_a_currency_change_moves_the_whole_capture() -> None:
+    book, model = replay([10_000, 0, 0], [Recapture("o0", 7_000, to_usd=True)])
+    assert book.balance(Account.PROVIDER_BALANCE) == {"USD": 7_000} == model.provider()

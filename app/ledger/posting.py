@@ -17,7 +17,7 @@ A refund is two transactions: ``refund_issued`` when it is granted (escrow and/o
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
 ``refund_reversed`` (the exact opposite of the issue) when the provider finally refuses it. Credit notes
 and promo codes are one transaction when issued (escrow/goodwill/bonus → buyer credit or promo
-liability) and one when spent (→ checkout clearing).
+liability) and one when spent (→ checkout clearing). The entries of each are built in ``postings.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.payouts.models import LedgerEntry, LedgerTransaction
+from app.ledger.models import LedgerEntry, LedgerTransaction
 
 
 class Account(StrEnum):
@@ -83,11 +83,20 @@ def check_balanced(entries: list[Entry]) -> None:
 
 
 async def post(
-    session: AsyncSession, *, kind: TransactionKind, reference: str, entries: list[Entry], order_id: str | None
+    session: AsyncSession,
+    *,
+    kind: TransactionKind,
+    reference: str,
+    entries: list[Entry],
+    order_id: str | None,
+    provider_id: str | None,
 ) -> str:
     """Add a balanced transaction to the session. Its rows are inserted at the next flush (before any
     query, or at commit), together with every other transaction posted meanwhile: a worker settling fifty
-    refunds writes their ledger in two statements, not a hundred."""
+    refunds writes their ledger in two statements, not a hundred.
+
+    ``provider_id`` is the payment provider's object it corresponds to (``ch_``, ``re_``...), or None for
+    a movement the provider does not see: every caller says which, so none is left out by mistake."""
     check_balanced(entries)
     transaction_id = str(uuid.uuid4())
     session.add(
@@ -96,6 +105,7 @@ async def post(
             kind=kind.value,
             order_id=order_id,
             reference=reference,
+            provider_id=provider_id,
             created_at=utcnow(),
             entries=[
                 LedgerEntry(

@@ -1,4 +1,4 @@
-"""The escrow gateway port: the money movements we ask the payment provider to make.
+"""The payment gateway port: the money movements we ask the payment provider to make.
 
 One real adapter (``stripe_escrow.StripeEscrow``, the only module importing ``stripe``); tests use a fake
 that records calls. Every call carries an idempotency key that we derive from our own ids, so a retry
@@ -70,7 +70,7 @@ class PaymentProviderError(Exception):
         self.transient = transient
 
 
-class EscrowGateway(Protocol):
+class PaymentGateway(Protocol):
     async def refund(
         self,
         *,

@@ -1,0 +1,143 @@
+"""Every ledger entry builder, pure: what a money movement writes, account by account.
+
+No I/O: the services post what these return (``posting.post``) and the property test
+(tests/unit/test_ledger_properties.py) replays random sequences of them against an independent model of
+the balances. A new kind of movement (an escrow release, a transfer reversal, a seller debt) gets its
+builder here, next to the others.
+"""
+
+from __future__ import annotations
+
+from app.ledger.posting import Account, Entry
+
+
+def net(entries: list[Entry]) -> list[Entry]:
+    """Merge entries on the same account, party and currency; drop those that cancel out."""
+    sums: dict[tuple[Account, str, str | None], int] = {}
+    for e in entries:
+        sums[(e.account, e.currency, e.party_id)] = sums.get((e.account, e.currency, e.party_id), 0) + e.amount
+    return [Entry(account, amount, currency, party) for (account, currency, party), amount in sums.items() if amount]
+
+
+# --- the buyer's payment --------------------------------------------------------------------------------
+
+
+def capture_entries(*, currency: str, total: int, previous: tuple[str, int] | None) -> list[Entry]:
+    """The buyer's payment into escrow, or its correction when the marketplace changes the order's total
+    or currency: the old capture undone and the new one made, netted to one delta per currency.
+
+    ``previous`` is the (currency, total) captured before, None on the first push. Empty when nothing
+    changes (then nothing is posted)."""
+    entries: list[Entry] = []
+    if previous is not None:
+        old_currency, old_total = previous
+        if (old_currency, old_total) == (currency, total):
+            return []
+        if old_total:
+            entries += [
+                Entry(Account.PROVIDER_BALANCE, -old_total, old_currency),
+                Entry(Account.ESCROW, old_total, old_currency),
+            ]
+    if total:
+        entries += [Entry(Account.PROVIDER_BALANCE, total, currency), Entry(Account.ESCROW, -total, currency)]
+    return net(entries)
+
+
+# --- refunds through the provider -----------------------------------------------------------------------
+
+
+def issue_entries(seller_part: int, operator_part: int, currency: str, buyer_id: str, seller_id: str) -> list[Entry]:
+    """Granting: the seller's part leaves its escrow, the operator's part is goodwill; the buyer is owed both."""
+    entries = [Entry(Account.REFUNDS_IN_FLIGHT, -(seller_part + operator_part), currency, buyer_id)]
+    if seller_part:
+        entries.append(Entry(Account.ESCROW, seller_part, currency, seller_id))
+    if operator_part:
+        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, currency))
+    return entries
+
+
+def paid_entries(amount: int, currency: str) -> list[Entry]:
+    """The provider paid the buyer: what was owed leaves the marketplace's provider balance."""
+    return [Entry(Account.REFUNDS_IN_FLIGHT, amount, currency), Entry(Account.PROVIDER_BALANCE, -amount, currency)]
+
+
+def reversal_entries(issued: list[Entry]) -> list[Entry]:
+    """The provider refused: the exact opposite of the issue."""
+    return [Entry(e.account, -e.amount, e.currency, e.party_id) for e in issued]
+
+
+def late_failure_entries(issued: list[Entry], paid: list[Entry]) -> list[Entry]:
+    """The provider failed a refund after it had succeeded: the opposite of both the issue and the payment
+    (the money is back on the provider balance, the shop's escrow and the goodwill get their parts back)."""
+    return net(reversal_entries(issued) + reversal_entries(paid))
+
+
+# --- credit notes and promo codes (our own ledger only) -------------------------------------------------
+
+
+def _compensation_entries(
+    *,
+    liability: Account,
+    seller_part: int,
+    operator_part: int,
+    bonus: int,
+    currency: str,
+    buyer_id: str,
+    seller_id: str,
+) -> list[Entry]:
+    """Credit or promo value owed to the buyer (``liability``: buyer credit or promo liability), taken from
+    the shop's escrow, the operator's goodwill and (for the bonus) the operator's promotion budget."""
+    entries = [Entry(liability, -(seller_part + operator_part + bonus), currency, buyer_id)]
+    if seller_part:
+        entries.append(Entry(Account.ESCROW, seller_part, currency, seller_id))
+    if operator_part:
+        entries.append(Entry(Account.PLATFORM_GOODWILL, operator_part, currency))
+    if bonus:
+        entries.append(Entry(Account.PLATFORM_BONUS, bonus, currency))
+    return entries
+
+
+def credit_issue_entries(
+    *, seller_part: int, operator_part: int, bonus: int, currency: str, buyer_id: str, seller_id: str
+) -> list[Entry]:
+    """A credit note: its value goes to the buyer's store credit."""
+    return _compensation_entries(
+        liability=Account.BUYER_CREDIT,
+        seller_part=seller_part,
+        operator_part=operator_part,
+        bonus=bonus,
+        currency=currency,
+        buyer_id=buyer_id,
+        seller_id=seller_id,
+    )
+
+
+def promo_issue_entries(
+    *, seller_part: int, operator_part: int, bonus: int, currency: str, buyer_id: str, seller_id: str
+) -> list[Entry]:
+    """A promo code: its value is owed until the code is redeemed."""
+    return _compensation_entries(
+        liability=Account.PROMO_LIABILITY,
+        seller_part=seller_part,
+        operator_part=operator_part,
+        bonus=bonus,
+        currency=currency,
+        buyer_id=buyer_id,
+        seller_id=seller_id,
+    )
+
+
+def credit_redemption_entries(amount: int, currency: str, buyer_id: str) -> list[Entry]:
+    """The buyer spends store credit at the marketplace's checkout, to be matched with that order's capture."""
+    return [
+        Entry(Account.BUYER_CREDIT, amount, currency, buyer_id),
+        Entry(Account.CHECKOUT_CLEARING, -amount, currency, buyer_id),
+    ]
+
+
+def promo_redemption_entries(amount: int, currency: str, buyer_id: str) -> list[Entry]:
+    """A promo code is spent at the marketplace's checkout: the whole value at once."""
+    return [
+        Entry(Account.PROMO_LIABILITY, amount, currency, buyer_id),
+        Entry(Account.CHECKOUT_CLEARING, -amount, currency, buyer_id),
+    ]
