@@ -22,6 +22,7 @@ from app.sellers import service as sellers
 from app.sellers.schemas import RefundOn, SellerSettings, SellerUpsert
 from app.settings import Settings
 from app.threads import macros
+from app.threads import messages as thread_messages
 from app.threads import service as threads
 from app.threads.models import Thread
 from app.threads.schemas import Audience, MacroCreate, MessageCreate, ThreadCreate
@@ -198,7 +199,7 @@ async def seed_threads(session: AsyncSession) -> None:
             ),
         )
         for author, text in replies:
-            await threads.post_message(
+            await thread_messages.post_message(
                 session, actor=author, thread_id=created.thread_id, data=MessageCreate(body=text)
             )
     for author, title, body in MACROS:

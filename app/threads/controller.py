@@ -14,7 +14,7 @@ from app.idempotency import IdempotencyKey, idempotent
 from app.paging import Limit
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, UploadBody, decode, upload_file
-from app.threads import attachments, macros, service
+from app.threads import attachments, macros, messages, service
 from app.threads.schemas import (
     AttachmentRead,
     Audience,
@@ -88,7 +88,7 @@ class ThreadController(Controller):
         after: Annotated[str | None, QueryParameter()] = None,
         limit: Limit = 50,
     ) -> Page[MessageRead]:
-        return await service.list_messages(
+        return await messages.list_messages(
             db_session, actor=request.user, thread_id=thread_id, after=after, limit=limit
         )
 
@@ -102,7 +102,7 @@ class ThreadController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[MessageRead]:
         async def call() -> tuple[int, MessageRead]:
-            message = await service.post_message(
+            message = await messages.post_message(
                 db_session, actor=request.user, thread_id=thread_id, data=decode(MessageCreate, data)
             )
             return 201, message

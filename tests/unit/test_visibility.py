@@ -16,9 +16,9 @@ from app.auth import TOKEN_ROLES, Actor, Role
 from app.models import metadata
 from app.permissions.enforcer import Resource, enforce_uncached, is_allowed
 from app.permissions.visibility import visible_threads
+from app.threads.access import thread_resource
 from app.threads.models import Thread
 from app.threads.schemas import Audience
-from app.threads.service import thread_resource
 
 AUDIENCES = [a.value for a in Audience]
 BUYERS = ["b1", "b2", "b3"]
