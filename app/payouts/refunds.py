@@ -24,6 +24,7 @@ from app.ledger.postings import issue_entries
 from app.ledger.views import order_money
 from app.money import Money
 from app.orders.models import Order
+from app.orders.service import readable_orders
 from app.orders.service import resource_of as order_resource
 from app.payouts import credit, rules
 from app.payouts.models import CreditNote, PromoCode, Refund
@@ -266,13 +267,14 @@ async def get_refund(session: AsyncSession, *, actor: Actor, refund_id: str) -> 
 async def list_refunds(
     session: AsyncSession, *, actor: Actor, order_id: str | None, status: str | None, limit: int, cursor: str | None
 ) -> Page[RefundRead]:
-    query = select(Refund, Order.buyer_id, Order.seller_id).join(Order, Order.id == Refund.order_id)
-    if actor.role == Role.BUYER:
-        query = query.where(Order.buyer_id == actor.id)
-    elif actor.role == Role.SELLER:
-        query = query.where(Order.seller_id == actor.seller_id)
-    elif not is_allowed(actor, Resource(kind="order"), "read"):  # operator staff, finance, the marketplace
+    if not may_ever(actor, "order", "read"):
         raise Forbidden(f"a {actor.role} may not list refunds")
+    # A refund is read by whoever may read its order: the policy's order lines, compiled to SQL.
+    query = (
+        select(Refund, Order.buyer_id, Order.seller_id)
+        .join(Order, Order.id == Refund.order_id)
+        .where(readable_orders(actor))
+    )
     if order_id is not None:
         query = query.where(Refund.order_id == order_id)
     if status is not None:
