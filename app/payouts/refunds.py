@@ -30,7 +30,7 @@ from app.payouts import credit, rules
 from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.reactions import Committed, PromoIssued
 from app.payouts.refund_events import refund_updated
-from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
+from app.payouts.schemas import RefundCreate, RefundKind, RefundRead, RefundStatus
 from app.payouts.service import compensation_on_order, lock_order
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
@@ -168,7 +168,7 @@ async def grant_refund(
         bonus_amount=split.bonus,
         reason=data.reason,
         # Credit and promo codes live in our ledger: granted is done. Refunds wait for the provider.
-        status="pending" if data.kind in PROVIDER_KINDS else "succeeded",
+        status=RefundStatus.PENDING if data.kind in PROVIDER_KINDS else RefundStatus.SUCCEEDED,
         attempts=0,
         next_attempt_at=now,
         created_by=actor.id,
