@@ -2,16 +2,9 @@
 
 A transition calls :func:`enqueue` inside its own transaction: one ``pending`` delivery per subscribed
 endpoint. Only committed rows exist, so nothing is ever sent for a rolled-back change. The worker then
-delivers them as a leased outbox (app/outbox.py), none of its steps holding a transaction across the
-network:
-
-1. claim due deliveries with a lease, counting the attempt;
-2. POST each one, signed (app/webhooks/signing.py);
-3. record the attempt and the outcome: 2xx succeeded; otherwise retry with exponential backoff
-   until 24 h after the event, then ``failed``.
-
-Two workers never POST the same delivery at once (the lease), and a worker that dies after claiming
-loses nothing: the lease runs out and the delivery is due again.
+delivers them as a leased outbox (app/outbox.py: claimed with a lease, never two workers at once, none
+lost by a worker that dies): each POSTed, signed (app/webhooks/signing.py), then its attempt recorded;
+2xx succeeded, otherwise retried with exponential backoff until 24 h after the event, then ``failed``.
 """
 
 from __future__ import annotations
