@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -21,11 +21,20 @@ from app.orders.models import Order, OrderLine
 from app.orders.schemas import Escrow, EscrowStatus, OrderLineIn, OrderRead, OrderUpsert, Payment
 from app.permissions.enforcer import Resource
 from app.permissions.service import authorize
+from app.permissions.visibility import visible_resources
 from app.sellers.models import Seller
 
 
 def resource_of(order: Order) -> Resource:
     return Resource(kind="order", buyer_id=order.buyer_id, seller_id=order.seller_id)
+
+
+def readable_orders(actor: Actor) -> ColumnElement[bool]:
+    """The orders ``actor`` may read, as a SQL predicate compiled from the policy's ``order`` lines (the
+    same lines ``resource_of`` is checked against; tests/unit/test_money_permissions.py proves they agree)."""
+    return visible_resources(
+        actor, kind=literal("order"), buyer_id=Order.buyer_id, seller_id=Order.seller_id, kinds={"order": "order"}
+    )
 
 
 def _validate(data: OrderUpsert) -> None:

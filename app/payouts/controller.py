@@ -11,6 +11,7 @@ from app.auth import Actor
 from app.errors import ServiceUnavailable, ValidationFailed
 from app.idempotency import RequiredIdempotencyKey, idempotent
 from app.keys import compound_key
+from app.paging import Limit
 from app.payouts import credit, provider_events, refunds, settlement
 from app.payouts.gateway import InvalidSignature, UnreadableEvent
 from app.payouts.reactions import Reactions
@@ -29,8 +30,6 @@ from app.payouts.stripe_escrow import parse_webhook
 from app.permissions.guards import allow
 from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
-
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size (1..200)")]
 
 
 class RefundController(Controller):

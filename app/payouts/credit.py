@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Actor, Role
+from app.auth import Actor
 from app.db import dialect_insert, utcnow
 from app.errors import BusinessRuleViolation, Conflict, Forbidden, NotFound
 from app.ledger import posting, postings
@@ -31,6 +31,7 @@ from app.payouts.schemas import (
     PromoRedemptionCreate,
     PromoRedemptionRead,
 )
+from app.permissions.enforcer import Resource, is_allowed
 
 # No 0/O, 1/I/L: codes are read aloud and typed by hand.
 PROMO_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -46,7 +47,8 @@ async def next_credit_note_number(session: AsyncSession, now: datetime) -> str:
         .on_conflict_do_nothing()
     )
     counter = await session.get(CreditNoteCounter, year, with_for_update=True, populate_existing=True)
-    assert counter is not None
+    if counter is None:  # inserted just above (or by a concurrent transaction): never missing
+        raise RuntimeError(f"credit note counter for {year} is missing")
     counter.last += 1
     return f"CN-{year}-{counter.last:06d}"
 
@@ -117,8 +119,15 @@ async def issue_promo_code(
 # --- the wallet -----------------------------------------------------------------------------------------
 
 
-def _may_see_wallet(actor: Actor, buyer_id: str) -> bool:
-    return actor.role in (Role.MARKETPLACE, Role.FINANCE) or actor.is_operator_staff or actor.id == buyer_id
+def may_see_wallet(actor: Actor, buyer_id: str) -> bool:
+    """The policy's ``wallet`` lines: the buyer, operator staff, finance and the marketplace."""
+    return is_allowed(actor, Resource(kind="wallet", buyer_id=buyer_id), "read")
+
+
+def may_redeem(actor: Actor, kind: str, buyer_id: str) -> bool:
+    """Whether the caller may spend a buyer's ``wallet`` credit or redeem a ``promo_code``: the policy says
+    the marketplace's checkout only."""
+    return is_allowed(actor, Resource(kind=kind, buyer_id=buyer_id), "redeem")
 
 
 async def _balances(session: AsyncSession, buyer_id: str) -> dict[str, int]:
@@ -126,7 +135,7 @@ async def _balances(session: AsyncSession, buyer_id: str) -> dict[str, int]:
 
 
 async def get_credit(session: AsyncSession, *, actor: Actor, buyer_id: str) -> CreditRead:
-    if not _may_see_wallet(actor, buyer_id):
+    if not may_see_wallet(actor, buyer_id):
         raise NotFound(f"buyer {buyer_id!r} has no wallet you may see")
     balances = await _balances(session, buyer_id)
     notes = (
@@ -157,7 +166,7 @@ async def redeem_credit(
 ) -> tuple[CreditRedemptionRead, bool]:
     """Spend store credit on an order at checkout. Idempotent per (buyer, order): the same order again
     returns the first redemption. Returns (redemption, created)."""
-    if actor.role != Role.MARKETPLACE:
+    if not may_redeem(actor, "wallet", buyer_id):
         raise Forbidden("credit is spent by the marketplace's checkout")
     currency = data.amount.currency
     await session.execute(
@@ -225,7 +234,7 @@ def _redemption(r: CreditRedemption, balance: int) -> CreditRedemptionRead:
 async def redeem_promo(
     session: AsyncSession, *, actor: Actor, code: str, data: PromoRedemptionCreate
 ) -> tuple[PromoRedemptionRead, bool]:
-    if actor.role != Role.MARKETPLACE:
+    if not may_redeem(actor, "promo_code", data.buyer_id):
         raise Forbidden("promo codes are redeemed by the marketplace's checkout")
     promo = await session.get(PromoCode, code.strip().upper(), with_for_update=True, populate_existing=True)
     if promo is None:
@@ -253,8 +262,8 @@ async def redeem_promo(
 
 
 def _promo(promo: PromoCode) -> PromoRedemptionRead:
-    assert promo.redeemed_order_id is not None
-    assert promo.redeemed_at is not None
+    if promo.redeemed_order_id is None or promo.redeemed_at is None:
+        raise RuntimeError(f"promo code {promo.refund_id} is read as redeemed but is not")
     return PromoRedemptionRead(
         code=promo.code,
         buyer_id=promo.buyer_id,

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert
 from app.money import Money
+from app.paging import next_cursor, older_than, window
 from app.payouts.gateway import ProviderEvent, ProviderRefund
 from app.payouts.models import ProviderEventRecord
 from app.payouts.schemas import ProviderEventRead, ProviderEventStatus
-from app.schemas import Page, decode_cursor, encode_cursor
+from app.schemas import Page
 
 Status = Literal["applied", "ignored", "rejected"]
 
@@ -132,18 +133,13 @@ async def list_provider_events(
     if status is not None:
         query = query.where(ProviderEventRecord.status == status)
     if cursor is not None:
-        at, last_id = decode_cursor(cursor, (datetime, str))
-        query = query.where(
-            or_(
-                ProviderEventRecord.received_at < at,
-                and_(ProviderEventRecord.received_at == at, ProviderEventRecord.id < last_id),
-            )
-        )
+        query = query.where(older_than(cursor, ProviderEventRecord.received_at, ProviderEventRecord.id))
     query = query.order_by(ProviderEventRecord.received_at.desc(), ProviderEventRecord.id.desc()).limit(limit + 1)
-    rows = list((await session.scalars(query)).all())
-    more, rows = len(rows) > limit, rows[:limit]
-    next_cursor = encode_cursor(rows[-1].received_at.isoformat(), rows[-1].id) if more else None
-    return Page(items=[_read(row) for row in rows], next_cursor=next_cursor)
+    rows, more = window((await session.scalars(query)).all(), limit)
+    return Page(
+        items=[_read(row) for row in rows],
+        next_cursor=next_cursor(rows, more, lambda e: (e.received_at.isoformat(), e.id)),
+    )
 
 
 def _read(row: ProviderEventRecord) -> ProviderEventRead:

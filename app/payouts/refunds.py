@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import msgspec
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor, Role
@@ -24,16 +24,18 @@ from app.ledger.postings import issue_entries
 from app.ledger.views import order_money
 from app.money import Money
 from app.orders.models import Order
+from app.orders.service import readable_orders
 from app.orders.service import resource_of as order_resource
+from app.paging import newest_first_key, next_cursor, older_than, window
 from app.payouts import credit, rules
 from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.reactions import Committed, PromoIssued
 from app.payouts.refund_events import refund_updated
-from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
+from app.payouts.schemas import RefundCreate, RefundKind, RefundRead, RefundStatus
 from app.payouts.service import compensation_on_order, lock_order
 from app.permissions import disclosure
 from app.permissions.enforcer import Resource, is_allowed, may_ever
-from app.schemas import Page, decode_cursor, encode_cursor
+from app.schemas import Page
 from app.sellers.models import Seller
 from app.settings import Settings
 from app.webhooks import service as webhooks
@@ -167,7 +169,7 @@ async def grant_refund(
         bonus_amount=split.bonus,
         reason=data.reason,
         # Credit and promo codes live in our ledger: granted is done. Refunds wait for the provider.
-        status="pending" if data.kind in PROVIDER_KINDS else "succeeded",
+        status=RefundStatus.PENDING if data.kind in PROVIDER_KINDS else RefundStatus.SUCCEEDED,
         attempts=0,
         next_attempt_at=now,
         created_by=actor.id,
@@ -206,7 +208,8 @@ async def grant_refund(
 
 async def _read_one(session: AsyncSession, refund: Refund, actor: Actor) -> RefundRead:
     order = await session.get(Order, refund.order_id)
-    assert order is not None  # a refund's order is never deleted
+    if order is None:  # a refund's order is never deleted (foreign key): this is a broken database
+        raise RuntimeError(f"refund {refund.id} has no order {refund.order_id}")
     extras = await _extras(session, [refund.id], actor)
     note, code = extras.get(refund.id, (None, None))
     return _disclosed(_read(refund, credit_note=note, promo_code=code), actor, order.buyer_id, order.seller_id)
@@ -266,26 +269,25 @@ async def get_refund(session: AsyncSession, *, actor: Actor, refund_id: str) -> 
 async def list_refunds(
     session: AsyncSession, *, actor: Actor, order_id: str | None, status: str | None, limit: int, cursor: str | None
 ) -> Page[RefundRead]:
-    query = select(Refund, Order.buyer_id, Order.seller_id).join(Order, Order.id == Refund.order_id)
-    if actor.role == Role.BUYER:
-        query = query.where(Order.buyer_id == actor.id)
-    elif actor.role == Role.SELLER:
-        query = query.where(Order.seller_id == actor.seller_id)
-    elif not is_allowed(actor, Resource(kind="order"), "read"):  # operator staff, finance, the marketplace
+    if not may_ever(actor, "order", "read"):
         raise Forbidden(f"a {actor.role} may not list refunds")
+    # A refund is read by whoever may read its order: the policy's order lines, compiled to SQL.
+    query = (
+        select(Refund, Order.buyer_id, Order.seller_id)
+        .join(Order, Order.id == Refund.order_id)
+        .where(readable_orders(actor))
+    )
     if order_id is not None:
         query = query.where(Refund.order_id == order_id)
     if status is not None:
         query = query.where(Refund.status == status)
     if cursor is not None:
-        at, last_id = decode_cursor(cursor, (datetime, str))
-        query = query.where(or_(Refund.created_at < at, and_(Refund.created_at == at, Refund.id < last_id)))
-    found = list(
-        (await session.execute(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all()
+        query = query.where(older_than(cursor, Refund.created_at, Refund.id))
+    found, more = window(
+        (await session.execute(query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1))).all(),
+        limit,
     )
-    more, found = len(found) > limit, found[:limit]
     rows = [row.Refund for row in found]
-    next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
     extras = await _extras(session, [r.id for r in rows], actor)
     items = [
         _disclosed(
@@ -296,4 +298,4 @@ async def list_refunds(
         )
         for r, buyer_id, seller_id in found
     ]
-    return Page(items=items, next_cursor=next_cursor)
+    return Page(items=items, next_cursor=next_cursor(rows, more, newest_first_key))

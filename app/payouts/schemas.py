@@ -17,6 +17,15 @@ class RefundKind(StrEnum):
     PROMO_CODE = "promo_code"
 
 
+class RefundStatus(StrEnum):
+    """A refund's life: ``pending`` until the provider answers (credit notes and promo codes are
+    ``succeeded`` at once), then ``succeeded`` or ``failed``. Responses keep the literal type below."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class RefundCreate(Schema):
     order_id: Id
     kind: RefundKind

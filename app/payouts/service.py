@@ -9,6 +9,7 @@ from sqlalchemy.orm import noload
 from app.orders.models import Order
 from app.payouts.models import Refund
 from app.payouts.rules import Split
+from app.payouts.schemas import RefundStatus
 
 
 async def lock_order(session: AsyncSession, order_id: str) -> Order | None:
@@ -33,7 +34,7 @@ async def compensation_on_order(session: AsyncSession, *, order_id: str, currenc
                 func.coalesce(func.sum(Refund.seller_amount), 0),
                 func.coalesce(func.sum(Refund.operator_amount), 0),
                 func.coalesce(func.sum(Refund.bonus_amount), 0),
-            ).where(Refund.order_id == order_id, Refund.currency == currency, Refund.status != "failed")
+            ).where(Refund.order_id == order_id, Refund.currency == currency, Refund.status != RefundStatus.FAILED)
         )
     ).one()
     return Split(seller=int(row[0]), operator=int(row[1]), bonus=int(row[2]))

@@ -12,16 +12,15 @@ runs in the same transaction; this module knows nothing of disputes.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Row, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import outbox
 from app.db import utcnow
 from app.ledger import posting
 from app.ledger.posting import TransactionKind
@@ -32,9 +31,7 @@ from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderEv
 from app.payouts.models import Refund
 from app.payouts.reactions import RefundSettled
 from app.payouts.refunds import announce
-from app.payouts.schemas import RefundKind
-
-logger = logging.getLogger("sav.refunds")
+from app.payouts.schemas import RefundKind, RefundStatus
 
 LEASE = timedelta(seconds=60)
 # Stripe keeps idempotency keys 24 h: past that, a retry could pay a second time, so we stop before.
@@ -63,36 +60,23 @@ class Claimed:
 async def claim_due(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH, lease: timedelta = LEASE
 ) -> list[Claimed]:
-    async with sessions() as session, session.begin():
-        rows = (
-            await session.execute(
-                select(Refund, Order.charge_id, Order.payment_intent_id)
-                .join(Order, Order.id == Refund.order_id)
-                .where(Refund.status == "pending", Refund.next_attempt_at <= now)
-                .order_by(Refund.next_attempt_at)
-                .limit(batch)
-                .with_for_update(skip_locked=True, of=Refund)
-            )
-        ).all()
-        claimed = []
-        for refund, charge_id, payment_intent_id in rows:
-            refund.attempts += 1
-            refund.next_attempt_at = now + lease
-            claimed.append(
-                Claimed(
-                    refund_id=refund.id,
-                    attempt=refund.attempts,
-                    provider_ref=refund.provider_ref,
-                    charge_id=charge_id,
-                    payment_intent_id=payment_intent_id,
-                    amount=refund.amount,
-                    currency=refund.currency,
-                    order_id=refund.order_id,
-                    dispute_id=refund.dispute_id,
-                    created_at=refund.created_at,
-                )
-            )
-        return claimed
+    def take(row: Row[*tuple[Any, ...]]) -> Claimed:
+        refund, charge_id, payment_intent_id = row
+        return Claimed(
+            refund_id=refund.id,
+            attempt=refund.attempts,
+            provider_ref=refund.provider_ref,
+            charge_id=charge_id,
+            payment_intent_id=payment_intent_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            order_id=refund.order_id,
+            dispute_id=refund.dispute_id,
+            created_at=refund.created_at,
+        )
+
+    query = select(Refund, Order.charge_id, Order.payment_intent_id).join(Order, Order.id == Refund.order_id)
+    return await outbox.claim(sessions, query, table=Refund, now=now, batch=batch, lease=lease, take=take)
 
 
 async def ask_provider(gateway: PaymentGateway, item: Claimed) -> ProviderRefund | PaymentProviderError:
@@ -112,52 +96,28 @@ async def ask_provider(gateway: PaymentGateway, item: Claimed) -> ProviderRefund
 
 
 def _retry_in(attempt: int) -> timedelta:
-    return timedelta(seconds=min(10 * 2 ** (attempt - 1), 1800))
+    return outbox.backoff(attempt, first_seconds=10, max_seconds=1800)
+
+
+Answered = tuple[Claimed, ProviderRefund | PaymentProviderError]
 
 
 async def record(
     sessions: async_sessionmaker[AsyncSession],
-    answered: list[tuple[Claimed, ProviderRefund | PaymentProviderError]],
+    answered: list[Answered],
     *,
     now: datetime,
     on_settled: RefundSettled | None,
 ) -> list[str]:
-    """Apply the provider's answers of one pass in one transaction, under the refunds' row locks (taken
-    in id order, so two recorders never deadlock). Returns each refund's status after.
+    """Apply the provider's answers of one pass (in one transaction, or one by one if that fails: see
+    ``outbox.record_outcomes``), under the refunds' row locks taken in id order, so two recorders never
+    deadlock. Returns each refund's status after; a refund that could not be recorded stays pending, its
+    lease expires, and the next pass asks the provider again with its key."""
 
-    One transaction for the batch keeps the worker's database round trips per refund near one (ledger
-    rows, webhook rows and status updates are flushed together). If it fails, each answer is recorded
-    again in its own transaction, so one refund that cannot be recorded does not hold back the others;
-    that one stays pending, its lease expires, and the next pass asks the provider again with its key."""
-    if not answered:
-        return []
-    try:
-        return await _record_together(sessions, answered, now=now, on_settled=on_settled)
-    except Exception:
-        if len(answered) == 1:
-            raise
-        logger.exception("recording %d refund outcomes together failed; recording them one by one", len(answered))
-    statuses = []
-    for pair in answered:
-        try:
-            statuses += await _record_together(sessions, [pair], now=now, on_settled=on_settled)
-        except Exception:
-            logger.exception("recording the outcome of refund %s failed", pair[0].refund_id)
-            statuses.append("pending")
-    return statuses
-
-
-async def _record_together(
-    sessions: async_sessionmaker[AsyncSession],
-    answered: list[tuple[Claimed, ProviderRefund | PaymentProviderError]],
-    *,
-    now: datetime,
-    on_settled: RefundSettled | None,
-) -> list[str]:
-    async with sessions() as session, session.begin():
+    async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
         rows = await session.scalars(
             select(Refund)
-            .where(Refund.id.in_([item.refund_id for item, _ in answered]))
+            .where(Refund.id.in_([item.refund_id for item, _ in batch]))
             .order_by(Refund.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -165,8 +125,16 @@ async def _record_together(
         by_id = {refund.id: refund for refund in rows}
         return [
             await _record_one(session, by_id.get(item.refund_id), item, answer, now, on_settled)
-            for item, answer in answered
+            for item, answer in batch
         ]
+
+    return await outbox.record_outcomes(
+        sessions,
+        answered,
+        apply,
+        unrecorded=RefundStatus.PENDING.value,
+        what=lambda pair: f"refund {pair[0].refund_id}",
+    )
 
 
 async def _record_one(
@@ -177,17 +145,17 @@ async def _record_one(
     now: datetime,
     on_settled: RefundSettled | None,
 ) -> str:
-    if refund is None or refund.status != "pending" or refund.attempts != item.attempt:
+    if refund is None or refund.status != RefundStatus.PENDING or refund.attempts != item.attempt:
         return refund.status if refund is not None else "missing"  # settled meanwhile (webhook, other worker)
     refund.updated_at = now
     if isinstance(answer, PaymentProviderError):
         if answer.transient and now - refund.created_at < GIVE_UP_AFTER:
             refund.next_attempt_at = now + _retry_in(item.attempt)
             refund.failure_reason = f"retrying: {answer}"[:500]
-            return "pending"
+            return RefundStatus.PENDING
         reason = str(answer) if not answer.transient else f"provider unreachable for 23 h: {answer}"
         await _fail(session, refund, f"{answer.code or 'error'}: {reason}"[:500], now, on_settled)
-        return "failed"
+        return RefundStatus.FAILED
     refund.provider_ref = answer.id
     if answer.status == "succeeded":
         await _succeed(session, refund, now, on_settled)
@@ -199,7 +167,7 @@ async def _record_one(
 
 
 async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_settled: RefundSettled | None) -> None:
-    refund.status = "succeeded"
+    refund.status = RefundStatus.SUCCEEDED
     refund.failure_reason = None
     await posting.post(
         session,
@@ -217,7 +185,7 @@ async def _succeed(session: AsyncSession, refund: Refund, now: datetime, on_sett
 async def _fail(
     session: AsyncSession, refund: Refund, reason: str, now: datetime, on_settled: RefundSettled | None
 ) -> None:
-    refund.status = "failed"
+    refund.status = RefundStatus.FAILED
     refund.failure_reason = reason
     issued = await posting.entries_of(session, f"refund:{refund.id}:issued")
     await posting.post(
@@ -237,7 +205,7 @@ async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str
     """Undo both the issue and the payment: the provider's balance has the money again, the shop's escrow
     or the operator's goodwill gets its part back, and the order's ``refundable`` grows again. The
     dispute, already resolved, is left as it is; operators see the ``refund.failed`` event."""
-    refund.status = "failed"
+    refund.status = RefundStatus.FAILED
     refund.failure_reason = f"failed after it succeeded: {reason}"[:500]
     refund.updated_at = now
     issued = await posting.entries_of(session, f"refund:{refund.id}:issued")
@@ -264,9 +232,14 @@ async def pay_due(
 ) -> int:
     """One worker pass over due refunds. Returns how many were sent to (or checked with) the provider."""
     claimed = await claim_due(sessions, now=now or utcnow(), batch=batch, lease=lease)
-    answers: list[Any] = await asyncio.gather(*(ask_provider(gateway, item) for item in claimed))
-    await record(sessions, list(zip(claimed, answers, strict=True)), now=now or utcnow(), on_settled=on_settled)
-    return len(claimed)
+
+    async def ask(item: Claimed) -> ProviderRefund | PaymentProviderError:
+        return await ask_provider(gateway, item)
+
+    async def record_all(answered: list[Answered]) -> None:
+        await record(sessions, answered, now=now or utcnow(), on_settled=on_settled)
+
+    return await outbox.work(claimed, ask, record_all)
 
 
 # --- provider webhooks ----------------------------------------------------------------------------------
@@ -345,10 +318,10 @@ async def _settle_ours(
             session, event, "rejected", rejection=rejection, order_id=ours.order_id, refund_id=ours.id
         )
     status: provider_events.Status = "applied"
-    if ours.status == "succeeded" and found.status == "failed":
+    if ours.status == RefundStatus.SUCCEEDED and found.status == "failed":
         # Stripe can fail a refund after it succeeded (the card was closed): the money came back.
         await _fail_after_success(session, ours, found.failure_reason or "failed", now)
-    elif ours.status != "pending":
+    elif ours.status != RefundStatus.PENDING:
         status = "ignored"  # already settled by the worker or an earlier event
     else:
         ours.provider_ref = found.id
@@ -376,7 +349,7 @@ async def _import(session: AsyncSession, order: Order, found: ProviderRefund, no
         operator_amount=found.amount,
         bonus_amount=0,
         reason="made directly at the payment provider (imported from its webhook)",
-        status="pending",
+        status=RefundStatus.PENDING,
         provider_ref=found.id,
         attempts=0,
         next_attempt_at=now,

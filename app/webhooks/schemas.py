@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 import msgspec
@@ -18,6 +19,16 @@ EVENT_TYPES = (
     "refund.succeeded",
     "refund.failed",
 )
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery is ``pending`` until the endpoint answers 2xx (``succeeded``) or its retries run out
+    (``failed``; also when its endpoint is deactivated)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
 
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 

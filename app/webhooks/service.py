@@ -2,22 +2,13 @@
 
 A transition calls :func:`enqueue` inside its own transaction: one ``pending`` delivery per subscribed
 endpoint. Only committed rows exist, so nothing is ever sent for a rolled-back change. The worker then
-delivers in three steps, none holding a transaction across the network:
-
-1. claim due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, SQLite's write lock otherwise),
-   push their ``next_attempt_at`` forward by a lease and count the attempt, commit;
-2. POST each one, signed (app/webhooks/signing.py);
-3. record the attempt and the outcome: 2xx succeeded; otherwise retry with exponential backoff
-   until 24 h after the event, then ``failed``.
-
-Two workers never POST the same delivery at once (the lease), and a worker that dies after claiming
-loses nothing: the lease runs out and the delivery is due again.
+delivers them as a leased outbox (app/outbox.py: claimed with a lease, never two workers at once, none
+lost by a worker that dies): each POSTed, signed (app/webhooks/signing.py), then its attempt recorded;
+2xx succeeded, otherwise retried with exponential backoff until 24 h after the event, then ``failed``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import secrets
 import time
 import uuid
@@ -27,9 +18,10 @@ from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import outbox
 from app.auth import Actor
 from app.db import utcnow
 from app.errors import NotFound, ValidationFailed
@@ -42,6 +34,7 @@ from app.webhooks.schemas import (
     EVENT_TYPES,
     AttemptRead,
     DeliveryRead,
+    DeliveryStatus,
     EndpointCreate,
     EndpointCreated,
     EndpointRead,
@@ -129,8 +122,8 @@ async def deactivate(session: AsyncSession, *, endpoint_id: str) -> None:
     endpoint.active = False
     await session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
-        .values(status="failed", last_error="endpoint deactivated")
+        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.FAILED, last_error="endpoint deactivated")
     )
 
 
@@ -163,7 +156,7 @@ async def list_deliveries(
             event_type=d.event_type,
             status=d.status,
             attempts=attempts[d.id],
-            next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+            next_attempt_at=d.next_attempt_at if d.status == DeliveryStatus.PENDING else None,
             created_at=d.created_at,
             delivered_at=d.delivered_at,
             payload=d.payload,
@@ -213,7 +206,7 @@ async def enqueue(
                 event_id=event_id,
                 event_type=event_type,
                 payload=body,
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -252,39 +245,27 @@ class Outcome:
 
 def backoff(attempt: int) -> timedelta:
     """30 s, 1 min, 2 min, ... capped at 1 h, with up to 10 % jitter so retries do not stampede."""
-    seconds = min(FIRST_RETRY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
-    return timedelta(seconds=seconds * (1 + random.random() / 10))  # noqa: S311 - jitter, not security
+    return outbox.backoff(attempt, first_seconds=FIRST_RETRY_SECONDS, max_seconds=MAX_RETRY_SECONDS, jitter=0.1)
 
 
 async def claim_due(sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH) -> list[Claimed]:
-    async with sessions() as session, session.begin():
-        rows = (
-            await session.execute(
-                select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret)
-                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(batch)
-                .with_for_update(skip_locked=True, of=WebhookDelivery)
-            )
-        ).all()
-        claimed = []
-        for delivery, url, secret in rows:
-            delivery.attempts += 1
-            delivery.next_attempt_at = now + LEASE
-            claimed.append(
-                Claimed(
-                    delivery_id=delivery.id,
-                    attempt=delivery.attempts,
-                    event_id=delivery.event_id,
-                    event_type=delivery.event_type,
-                    payload=delivery.payload,
-                    url=url,
-                    secret=secret,
-                    created_at=delivery.created_at,
-                )
-            )
-        return claimed
+    def take(row: Row[*tuple[Any, ...]]) -> Claimed:
+        delivery, url, secret = row
+        return Claimed(
+            delivery_id=delivery.id,
+            attempt=delivery.attempts,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            payload=delivery.payload,
+            url=url,
+            secret=secret,
+            created_at=delivery.created_at,
+        )
+
+    query = select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret).join(
+        WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id
+    )
+    return await outbox.claim(sessions, query, table=WebhookDelivery, now=now, batch=batch, lease=LEASE, take=take)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,31 +313,46 @@ async def send(client: httpx.AsyncClient, item: Claimed, policy: Policy = Policy
     return Outcome(status_code=status, error=error, duration_ms=int((time.perf_counter() - started) * 1000))
 
 
-async def record(sessions: async_sessionmaker[AsyncSession], item: Claimed, outcome: Outcome, *, now: datetime) -> None:
-    async with sessions() as session, session.begin():
-        session.add(
-            WebhookAttempt(
-                delivery_id=item.delivery_id,
-                number=item.attempt,
-                at=now,
-                status_code=outcome.status_code,
-                error=outcome.error,
-                duration_ms=outcome.duration_ms,
-            )
+async def record(
+    sessions: async_sessionmaker[AsyncSession], answered: list[tuple[Claimed, Outcome]], *, now: datetime
+) -> None:
+    """Record a pass's attempts and outcomes (together, or one by one if that fails: app/outbox.py)."""
+
+    async def apply(session: AsyncSession, batch: list[tuple[Claimed, Outcome]]) -> list[None]:
+        for item, outcome in batch:
+            await _record_one(session, item, outcome, now)
+        return [None] * len(batch)
+
+    await outbox.record_outcomes(
+        sessions, answered, apply, unrecorded=None, what=lambda pair: f"webhook delivery {pair[0].delivery_id}"
+    )
+
+
+async def _record_one(session: AsyncSession, item: Claimed, outcome: Outcome, now: datetime) -> None:
+    session.add(
+        WebhookAttempt(
+            delivery_id=item.delivery_id,
+            number=item.attempt,
+            at=now,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
         )
-        if outcome.ok:
-            values: dict[str, Any] = {"status": "succeeded", "delivered_at": now, "last_error": None}
-        elif now + backoff(item.attempt) - item.created_at > RETRY_FOR:
-            values = {"status": "failed"}
-        else:
-            values = {"next_attempt_at": now + backoff(item.attempt)}
-        values |= {"last_status_code": outcome.status_code, "last_error": outcome.error}
-        # Only if the delivery is still ours (same attempt): a lease that ran out was taken by another worker.
-        await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == item.delivery_id, WebhookDelivery.attempts == item.attempt)
-            .values(**values)
-        )
+    )
+    retry_at = now + backoff(item.attempt)
+    if outcome.ok:
+        values: dict[str, Any] = {"status": DeliveryStatus.SUCCEEDED, "delivered_at": now, "last_error": None}
+    elif retry_at - item.created_at > RETRY_FOR:
+        values = {"status": DeliveryStatus.FAILED}
+    else:
+        values = {"next_attempt_at": retry_at}
+    values |= {"last_status_code": outcome.status_code, "last_error": outcome.error}
+    # Only if the delivery is still ours (same attempt): a lease that ran out was taken by another worker.
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == item.delivery_id, WebhookDelivery.attempts == item.attempt)
+        .values(**values)
+    )
 
 
 async def deliver_due(
@@ -375,11 +371,15 @@ async def deliver_due(
         return 0
     own = client is None
     http = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+
+    async def post(item: Claimed) -> Outcome:
+        return await send(http, item, policy)
+
+    async def record_all(answered: list[tuple[Claimed, Outcome]]) -> None:
+        await record(sessions, answered, now=now or utcnow())
+
     try:
-        outcomes = await asyncio.gather(*(send(http, item, policy) for item in claimed))
+        return await outbox.work(claimed, post, record_all)
     finally:
         if own:
             await http.aclose()
-    for item, outcome in zip(claimed, outcomes, strict=True):
-        await record(sessions, item, outcome, now=now or utcnow())
-    return len(claimed)
