@@ -16,9 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devtools.stripe_server.errors import StripeError, invalid, unrecognized_url
+from devtools.stripe_server.control import Fault, control_action
+from devtools.stripe_server.errors import StripeError, invalid
 from devtools.stripe_server.forms import fingerprint, parse_form
-from devtools.stripe_server.state import API_VERSION, Context, Store, get_currency, get_int, get_str, new_id
+from devtools.stripe_server.params import Context, check_params, new_id
+from devtools.stripe_server.routes import match
+from devtools.stripe_server.state import API_VERSION
+from devtools.stripe_server.store import Store
 from devtools.stripe_server.webhooks import WebhookSender
 
 log = logging.getLogger("devtools.stripe_server")
@@ -26,65 +30,11 @@ log = logging.getLogger("devtools.stripe_server")
 TRANSPORT_KEY = "devtools.stripe_server.transport"
 IDEMPOTENCY_TTL = 24 * 3600
 API_KEY = re.compile(r"^(sk|rk)_test_[A-Za-z0-9_]+$")
-ID = r"(?P<{}>[A-Za-z0-9_]+)"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[..., dict[str, Any]]
-
-
-def _route(method: str, pattern: str, name: str) -> tuple[str, re.Pattern[str], str]:
-    regex = re.sub(r"\{(\w+)\}", lambda m: ID.format(m.group(1)), pattern)
-    return method, re.compile(f"^{regex}$"), name
-
-
-ROUTES = [
-    _route("POST", "/v1/charges", "create_charge"),
-    _route("GET", "/v1/charges/{charge_id}", "retrieve_charge"),
-    _route("GET", "/v1/payment_intents/{pi_id}", "retrieve_payment_intent"),
-    _route("POST", "/v1/refunds", "create_refund"),
-    _route("GET", "/v1/refunds", "list_refunds"),
-    _route("GET", "/v1/refunds/{refund_id}", "retrieve_refund"),
-    _route("POST", "/v1/refunds/{refund_id}", "update_refund"),
-    _route("POST", "/v1/transfers", "create_transfer"),
-    _route("GET", "/v1/transfers", "list_transfers"),
-    _route("GET", "/v1/transfers/{transfer_id}", "retrieve_transfer"),
-    _route("POST", "/v1/transfers/{transfer_id}/reversals", "create_reversal"),
-    _route("GET", "/v1/transfers/{transfer_id}/reversals", "list_reversals"),
-    _route("GET", "/v1/transfers/{transfer_id}/reversals/{reversal_id}", "retrieve_reversal"),
-    _route("GET", "/v1/balance", "balance"),
-    _route("GET", "/v1/balance_transactions", "list_balance_transactions"),
-    _route("GET", "/v1/balance_transactions/{txn_id}", "retrieve_balance_transaction"),
-    _route("GET", "/v1/events", "list_events"),
-    _route("GET", "/v1/events/{event_id}", "retrieve_event"),
-]
-CONNECT_ROUTES = {"balance", "list_balance_transactions", "retrieve_balance_transaction"}
-
-
-@dataclass
-class Fault:
-    path: str  # exact, or a prefix when it ends with "*"
-    method: str
-    # "error_500" (before applying), "drop_after_apply" (apply, then close the connection unanswered) or
-    # "hold_after_apply" (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
-    mode: str
-    remaining: int
-    hold_ms: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.remaining <= 0 or self.method not in {"*", method}:
-            return False
-        return path.startswith(self.path[:-1]) if self.path.endswith("*") else path == self.path
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "method": self.method,
-            "mode": self.mode,
-            "remaining": self.remaining,
-            "hold_ms": self.hold_ms,
-        }
 
 
 @dataclass
@@ -101,16 +51,6 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-FAULT_MODES = {
-    "error_500": "error_500",
-    "500": "error_500",
-    "drop": "drop_after_apply",
-    "drop_after_apply": "drop_after_apply",
-    "hold": "hold_after_apply",
-    "hold_after_apply": "hold_after_apply",
-}
 
 
 class StripeServer:
@@ -215,23 +155,24 @@ class StripeServer:
         api_key = _authenticate(headers)
         if fault is not None and fault.mode == "error_500":
             raise StripeError(500, "An unknown error occurred", type="api_error", stored=False)
-        handler_name, path_args = _match(method, path)
+        route, path_args = match(method, path)
         account = headers.get("stripe-account") or None
-        if account is not None and handler_name not in CONNECT_ROUTES:
+        if account is not None and not route.connect:
             raise invalid(
-                "This local server supports the Stripe-Account header on /v1/balance and /v1/balance_transactions "
-                "only.",
+                "This local server supports the Stripe-Account header on /v1/balance, /v1/balance_transactions and "
+                "/v1/payouts only.",
                 param="Stripe-Account",
             )
         params = parse_form(body.decode() if method == "POST" else query)
         key = headers.get("idempotency-key") if method == "POST" else None
         ctx = Context(request_id=request_id, idempotency_key=key, stripe_account=account)
-        handler: Handler = getattr(self.store, handler_name)
+        handler: Handler = getattr(self.store, route.handler)
+        call = (handler, route.params)
         drop = fault is not None and fault.mode == "drop_after_apply"
         if fault is not None and fault.mode == "hold_after_apply":
             self.holds[request_id] = fault.hold_ms
         if key is None:
-            status, payload, _ = await self._execute(handler, ctx, params, path_args)
+            status, payload, _ = await self._execute(call, ctx, params, path_args)
             return Answer(status, payload), drop
         if len(key) > 255:
             raise invalid("Idempotency-Key must be at most 255 characters long.", param="Idempotency-Key")
@@ -254,19 +195,21 @@ class StripeServer:
                     )
                 replay = {"idempotent-replayed": "true", "original-request": stored.request_id, "idempotency-key": key}
                 return Answer(stored.status, stored.body, replay), drop
-            status, payload, keep = await self._execute(handler, ctx, params, path_args)
+            status, payload, keep = await self._execute(call, ctx, params, path_args)
             if keep:
                 self.idempotency[scope_key] = Stored(wanted, status, payload, request_id, self.store.now())
             return Answer(status, payload, {"idempotency-key": key}), drop
 
     async def _execute(
-        self, handler: Handler, ctx: Context, params: dict[str, Any], path_args: dict[str, str]
+        self, call: tuple[Handler, tuple[str, ...]], ctx: Context, params: dict[str, Any], path_args: tuple[str, ...]
     ) -> tuple[int, bytes, bool]:
         """Run one store method under the lock: (status, body, whether Stripe would save it for the key)."""
+        handler, accepted = call
         try:
             async with self.lock:
                 try:
-                    result = handler(ctx, params, **path_args)
+                    ctx.expand = check_params(params, accepted)
+                    result = handler(ctx, params, *path_args)
                 finally:
                     self._flush_events()
         except StripeError as exc:
@@ -291,8 +234,7 @@ class StripeServer:
         params: dict[str, Any] = parse_form(query)
         if body:
             if headers.get("content-type", "").startswith("application/json"):
-                loaded = json.loads(body)
-                params.update({k: v if isinstance(v, dict | str) or v is None else str(v) for k, v in loaded.items()})
+                params.update(_as_form(json.loads(body)))
             else:
                 params.update(parse_form(body.decode()))
         name = path.removeprefix("/_control/").strip("/")
@@ -307,88 +249,8 @@ class StripeServer:
             result = {"deliveries": [d.as_dict() for d in self.webhooks.deliveries]}
         return Answer(200, _json(result))
 
-    async def _control_action(self, method: str, name: str, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        store = self.store
-        if name == "health":
-            return {"ok": True}
-        if name == "reset" and method == "POST":
-            store.reset()
-            store.webhooks_enabled = self.webhooks.enabled
-            self.faults.clear()
-            self.idempotency.clear()
-            self.key_locks.clear()
-            self.latency_ms, self.path_latency = 0, {}
-            self.webhooks.reset()
-            return {"reset": True}
-        if name == "webhook":
-            if method == "POST":
-                if "url" in params:
-                    self.webhooks.url = get_str(params, "url")
-                if "secret" in params:
-                    self.webhooks.secret = get_str(params, "secret", required=True) or ""
-                store.webhooks_enabled = self.webhooks.enabled
-            return {"url": self.webhooks.url, "secret": self.webhooks.secret}
-        if name == "webhooks/drain" and method == "POST":
-            return {}
-        if name == "events" and method == "GET":
-            return {
-                "events": [store.render(e) for e in store.order.get("event", [])],
-                "deliveries": [d.as_dict() for d in self.webhooks.deliveries],
-            }
-        if (m := re.fullmatch(r"events/(evt_\w+)/redeliver", name)) and method == "POST":
-            event = store.render(store._get("event", m.group(1))["id"])
-            self.webhooks.redeliver(event)
-            return event
-        if name == "faults":
-            if method == "POST":
-                mode = FAULT_MODES.get(get_str(params, "mode") or "error_500")
-                if mode is None:
-                    raise invalid("mode must be error_500, drop_after_apply or hold_after_apply", param="mode")
-                fault_path = get_str(params, "path", required=True) or ""
-                fault = Fault(
-                    path=fault_path,
-                    method=(get_str(params, "method") or "POST").upper(),
-                    mode=mode,
-                    remaining=get_int(params, "count") or 1,
-                    hold_ms=get_int(params, "ms", minimum=0) or 0,
-                )
-                self.faults.append(fault)
-            elif method == "DELETE":
-                self.faults.clear()
-            return {"faults": [f.as_dict() for f in self.faults if f.remaining > 0]}
-        if name == "latency" and method == "POST":
-            ms = get_int(params, "ms", minimum=0) or 0
-            latency_path = get_str(params, "path")
-            if latency_path:
-                self.path_latency[latency_path] = ms
-            else:
-                self.latency_ms = ms
-            return {"ms": self.latency_ms, "paths": self.path_latency}
-        if name == "next_refund_pending" and method == "POST":
-            charge_id = get_str(params, "charge", required=True) or ""
-            store._get("charge", charge_id, param="charge")
-            store.pending_next[charge_id] = store.pending_next.get(charge_id, 0) + (get_int(params, "count") or 1)
-            return {"charge": charge_id, "pending_next": store.pending_next[charge_id]}
-        if (m := re.fullmatch(r"refunds/(re_\w+)/settle", name)) and method == "POST":
-            status = get_str(params, "status", required=True) or ""
-            return store.settle_refund(ctx, m.group(1), status, get_str(params, "failure_reason"))
-        if name == "charges" and method == "POST":  # seed a charge with a known id (a demo's orders)
-            charge_id = get_str(params, "id", required=True) or ""
-            if charge_id in store.objects:
-                return store.render(charge_id)
-            params.pop("id")
-            return store.create_charge(ctx, params, charge_id=charge_id)
-        if name == "dashboard_refund" and method == "POST":
-            return store.create_refund(ctx, params)
-        if name == "refunds_total" and method == "GET":
-            return store.refunds_total(get_str(params, "charge", required=True) or "")
-        if name == "clock" and method == "POST":
-            store.clock_offset += get_int(params, "advance_seconds", minimum=0) or 0
-            return {"now": store.now(), "offset": store.clock_offset}
-        if name == "platform_balance" and method == "POST":
-            amount = get_int(params, "amount", required=True) or 0
-            return store.top_up(amount, get_currency(params) or "usd")
-        raise unrecognized_url(method, f"/_control/{name}")
+    async def _control_action(self, method: str, name: str, params: dict[str, Any], ctx: Context) -> Any:
+        return control_action(self, method, name, params, ctx)
 
 
 def _authenticate(headers: dict[str, str]) -> str:
@@ -421,12 +283,15 @@ def _authenticate(headers: dict[str, str]) -> str:
     return key
 
 
-def _match(method: str, path: str) -> tuple[str, dict[str, str]]:
-    for route_method, regex, name in ROUTES:
-        m = regex.match(path)
-        if m and route_method == method:
-            return name, m.groupdict()
-    raise unrecognized_url(method, path)
+def _as_form(value: Any) -> Any:
+    """JSON control params read like form params: every scalar a string (``true``, ``12``), None kept."""
+    if isinstance(value, dict):
+        return {k: _as_form(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_form(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _json(value: Any) -> bytes:

@@ -98,6 +98,7 @@ async def test_transfer_reversal_retrieval_and_insufficient_funds(
     stripe_server: StripeServerProcess,
 ) -> None:
     client = stripe_server.client()
+    stripe_server.ctl("POST", "accounts", id="acct_shop9")  # transfers go to existing connected accounts only
     charge = client.v1.charges.create(params={"amount": 1_000, "currency": "eur", "transfer_group": "ord_9"})
     transfer = client.v1.transfers.create(
         params={
@@ -136,6 +137,7 @@ async def test_balance_transactions_of_a_period_page_by_page(
     start = int(time.time()) - 5
     charge = client.v1.charges.create(params={"amount": 1_000, "currency": "eur"})
     refund = await card_refund(escrow, charge.id, 250, "rfd_e", {})
+    stripe_server.ctl("POST", "accounts", id="acct_shop1")
     client.v1.transfers.create(params={"amount": 600, "currency": "eur", "destination": "acct_shop1"})
     end = int(time.time()) + 5
 

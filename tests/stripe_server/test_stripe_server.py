@@ -240,67 +240,15 @@ async def test_apply_then_hold_the_answer_while_a_retry_replays_it(server: Strip
     assert (total(server, ch.id)["amount_refunded"], total(server, ch.id)["refunds"]) == (300, 1)
 
 
-# --- transfers, reversals, balance -----------------------------------------------------------------------
-
-
-def test_transfer_reversal_and_insufficient_funds(server: StripeServerProcess) -> None:
-    ch = charge(server, 1000)
-    client = server.client()
-    transfer = client.v1.transfers.create(
-        params={
-            "amount": 800,
-            "currency": "eur",
-            "destination": "acct_shop1",
-            "transfer_group": "order_1",
-            "source_transaction": ch.id,
-        },
-        options={"idempotency_key": "tr-1"},
-    )
-    assert (transfer.object, transfer.amount, transfer.destination, transfer.reversed) == (
-        "transfer",
-        800,
-        "acct_shop1",
-        False,
-    )
-    assert client.v1.balance.retrieve(options={"stripe_account": "acct_shop1"}).available[0].amount == 800
-
-    reversal = client.v1.transfers.reversals.create(
-        transfer.id, params={"amount": 300, "metadata": {"refund_id": "r1"}}, options={"idempotency_key": "rev-1"}
-    )
-    assert (reversal.object, reversal.amount, reversal.transfer) == ("transfer_reversal", 300, transfer.id)
-    assert client.v1.transfers.reversals.retrieve(transfer.id, reversal.id).metadata.to_dict() == {"refund_id": "r1"}
-
-    with pytest.raises(stripe.InvalidRequestError) as too_much:
-        client.v1.transfers.reversals.create(transfer.id, params={"amount": 501})
-    assert (too_much.value.http_status, too_much.value.code, too_much.value.error.type) == (
-        400,
-        "insufficient_funds",
-        "invalid_request_error",
-    )
-
-    # The shop's balance is lower than what is left of the transfer: a second transfer's money left the shop.
-    other = client.v1.transfers.create(params={"amount": 200, "currency": "eur", "destination": "acct_shop2"})
-    client.v1.transfers.reversals.create(other.id, params={"amount": 50})
-    with pytest.raises(stripe.InvalidRequestError) as shop_short:
-        client.v1.transfers.reversals.create(other.id, params={"amount": 151})
-    assert shop_short.value.code == "insufficient_funds"
-
-    rest = client.v1.transfers.reversals.create(transfer.id)  # no amount: everything left
-    assert rest.amount == 500
-    after = client.v1.transfers.retrieve(transfer.id)
-    assert (after.amount_reversed, after.reversed, len(after.reversals.data)) == (800, True, 2)
-    assert client.v1.balance.retrieve(options={"stripe_account": "acct_shop1"}).available[0].amount == 0
-
-    with pytest.raises(stripe.InvalidRequestError) as no_funds:
-        client.v1.transfers.create(params={"amount": 10**9, "currency": "eur", "destination": "acct_shop1"})
-    assert no_funds.value.code == "balance_insufficient"
+# --- balance (transfers and reversals: test_connect.py) --------------------------------------------------
 
 
 def test_balance_transactions_are_listed_and_filtered(server: StripeServerProcess) -> None:
     client = server.client()
+    shop = client.v1.accounts.create(params={"type": "express", "country": "FR"})
     ch = charge(server, 1000)
     re = refund(server, charge=ch.id, amount=250)
-    tr = client.v1.transfers.create(params={"amount": 400, "currency": "eur", "destination": "acct_shop1"})
+    tr = client.v1.transfers.create(params={"amount": 400, "currency": "eur", "destination": shop.id})
 
     listed = client.v1.balance_transactions.list(params={"limit": 10})
     assert (listed.object, listed.url, listed.has_more) == ("list", "/v1/balance_transactions", False)
@@ -431,8 +379,14 @@ def test_every_object_carries_every_key_of_stripes_canonical_example(server: Str
     server.ctl("POST", "next_refund_pending", charge=ch["id"])
     re = server.api("POST", "/v1/refunds", data={"charge": ch["id"], "amount": 100}).json()
     failed = server.ctl("POST", f"refunds/{re['id']}/settle", status="failed")
-    tr = server.api("POST", "/v1/transfers", data={"amount": 500, "currency": "usd", "destination": "acct_x"}).json()
+    account = server.api("POST", "/v1/accounts", data={"type": "custom", "country": "US"}).json()
+    tr = server.api(
+        "POST", "/v1/transfers", data={"amount": 500, "currency": "usd", "destination": account["id"]}
+    ).json()
     trr = server.api("POST", f"/v1/transfers/{tr['id']}/reversals", data={"amount": 100}).json()
+    payout = server.api(
+        "POST", "/v1/payouts", data={"amount": 100, "currency": "usd"}, headers={"Stripe-Account": account["id"]}
+    ).json()
     txn = server.api("GET", f"/v1/balance_transactions/{re['balance_transaction']}").json()
     balance = server.api("GET", "/v1/balance").json()
     events = server.api("GET", "/v1/events").json()["data"]
@@ -447,6 +401,8 @@ def test_every_object_carries_every_key_of_stripes_canonical_example(server: Str
         "balance_transaction": [txn, *server.api("GET", "/v1/balance_transactions").json()["data"]],
         "balance": [balance],
         "event": events,
+        "account": [account, server.api("GET", f"/v1/accounts/{account['id']}").json()],
+        "payout": [payout],
     }
     assert events
     for kind, objects in returned.items():
