@@ -12,6 +12,9 @@ Accounts used so far:
   promo_liability    the value of unredeemed promo codes (liability)
   checkout_clearing  credit and promo value spent at the marketplace's checkout, to be matched with the
                      paying order's capture (liability)
+  platform_commission the marketplace's commission, earned when an order is released (revenue)
+  seller_debt        what a shop owes the marketplace (asset, per shop: party_id): its compensation passed
+                     its share; netted from its next releases
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
@@ -43,6 +46,8 @@ class Account(StrEnum):
     BUYER_CREDIT = "buyer_credit"
     PROMO_LIABILITY = "promo_liability"
     CHECKOUT_CLEARING = "checkout_clearing"
+    PLATFORM_COMMISSION = "platform_commission"
+    SELLER_DEBT = "seller_debt"
 
 
 class TransactionKind(StrEnum):
@@ -55,6 +60,9 @@ class TransactionKind(StrEnum):
     CREDIT_REDEEMED = "credit_redeemed"
     PROMO_ISSUED = "promo_issued"
     PROMO_REDEEMED = "promo_redeemed"
+    RELEASE = "release"
+    RELEASE_REVERSED = "release_reversed"
+    DEBT_RECORDED = "debt_recorded"
 
 
 class UnbalancedTransaction(ValueError):
