@@ -12,6 +12,7 @@ Accounts used so far:
   promo_liability    the value of unredeemed promo codes (liability)
   checkout_clearing  credit and promo value spent at the marketplace's checkout, to be matched with the
                      paying order's capture (liability)
+  transfers_in_flight escrow released to a shop and not yet confirmed by the provider (liability, per shop)
   platform_commission the marketplace's commission, earned when an order is released (revenue)
   seller_debt        what a shop owes the marketplace (asset, per shop: party_id): its compensation passed
                      its share; netted from its next releases
@@ -46,6 +47,7 @@ class Account(StrEnum):
     BUYER_CREDIT = "buyer_credit"
     PROMO_LIABILITY = "promo_liability"
     CHECKOUT_CLEARING = "checkout_clearing"
+    TRANSFERS_IN_FLIGHT = "transfers_in_flight"
     PLATFORM_COMMISSION = "platform_commission"
     SELLER_DEBT = "seller_debt"
 
@@ -61,6 +63,7 @@ class TransactionKind(StrEnum):
     PROMO_ISSUED = "promo_issued"
     PROMO_REDEEMED = "promo_redeemed"
     RELEASE = "release"
+    TRANSFER_PAID = "transfer_paid"
     RELEASE_REVERSED = "release_reversed"
     DEBT_RECORDED = "debt_recorded"
 

@@ -150,10 +150,10 @@ def release_entries(
     *, escrow_left: int, commission: int, debt_netted: int, currency: str, seller_id: str
 ) -> list[Entry]:
     """The order's escrow (``escrow_left``: its capture less the shop's compensation) is closed: the
-    commission is the marketplace's, ``debt_netted`` repays the shop's debt, and the rest leaves the
-    provider balance to the shop's connected account (the transfer). Only for a share that is not negative
-    (``escrow_left - commission >= debt_netted >= 0``); a negative share is ``debt_entries``. Empty when
-    there is nothing to move."""
+    commission is the marketplace's, ``debt_netted`` repays the shop's debt, and the rest is owed to the
+    shop until the provider confirms the transfer (``transfer_paid_entries``; refused: ``reversal_entries``).
+    Only for a share that is not negative (``escrow_left - commission >= debt_netted >= 0``); a negative
+    share is ``debt_entries``. Empty when there is nothing to move."""
     transferred = escrow_left - commission - debt_netted
     if commission < 0 or debt_netted < 0 or transferred < 0:
         raise ValueError("a release never pays a negative amount")
@@ -161,9 +161,17 @@ def release_entries(
         Entry(Account.ESCROW, escrow_left, currency),
         Entry(Account.PLATFORM_COMMISSION, -commission, currency),
         Entry(Account.SELLER_DEBT, -debt_netted, currency, seller_id),
-        Entry(Account.PROVIDER_BALANCE, -transferred, currency),
+        Entry(Account.TRANSFERS_IN_FLIGHT, -transferred, currency, seller_id),
     ]
     return [e for e in entries if e.amount]
+
+
+def transfer_paid_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """The provider made the transfer: the shop's share leaves the marketplace's provider balance."""
+    return [
+        Entry(Account.TRANSFERS_IN_FLIGHT, amount, currency, seller_id),
+        Entry(Account.PROVIDER_BALANCE, -amount, currency),
+    ]
 
 
 def debt_entries(*, escrow_left: int, commission: int, currency: str, seller_id: str) -> list[Entry]:

@@ -298,6 +298,8 @@ def release(book: Book, model: Model, op: Release) -> None:
     if op.transfer_fails and split.transferred:  # the provider refuses the transfer: undone, still held
         book.post(K.RELEASE_REVERSED, op.order_id, postings.reversal_entries(posted))
         return
+    if split.transferred:
+        book.post(K.TRANSFER_PAID, op.order_id, postings.transfer_paid_entries(split.transferred, cur, shop))
     model.released.add(op.order_id)
     model.commission[cur] += commission
     share = captured - funded - commission
@@ -379,6 +381,7 @@ def test_every_movement_keeps_the_balances_the_model_expects(
     assert negated(book.balance(Account.REFUNDS_IN_FLIGHT)) == nonzero(model.in_flight)
     assert book.balance(Account.PROVIDER_BALANCE) == model.provider()  # captured less what was paid out
     assert negated(book.balance(Account.CHECKOUT_CLEARING)) == nonzero(model.spent)
+    assert book.balance(Account.TRANSFERS_IN_FLIGHT) == {}  # every release confirmed or undone
     assert negated(book.balance(Account.PLATFORM_COMMISSION)) == nonzero(model.commission)
     for shop in SHOPS:  # debt never lost: recorded, netted, and what is left is still owed
         assert book.balance(Account.SELLER_DEBT, party=shop) == nonzero(model.debt[shop])
