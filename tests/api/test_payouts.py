@@ -201,7 +201,8 @@ def test_a_shops_debt_is_recorded_then_netted_from_its_next_release(
     assert ledger_is_balanced(settings)
 
 
-def delivered_case_for_shop(client: TestClient[Any], auth: Tokens, case: Case) -> str:
+def delivered_case_for_shop(client: TestClient[Any], auth: Tokens, case: Case, *, delivered: bool = True) -> str:
+    """Another order of ``case``'s shop (5 000, commission 500), delivered in 2001 or not delivered."""
     order_id = uid("ord")
     body = {
         "buyer_id": uid("buyer"),
@@ -211,8 +212,9 @@ def delivered_case_for_shop(client: TestClient[Any], auth: Tokens, case: Case) -
         "commission": money(500),
         "lines": [{"line_id": "l1", "sku": "SKU-1", "title": "Kettle", "quantity": 2, "unit_price": money(2_500)}],
         "payment": {"provider": "stripe", "charge_id": f"ch_{uuid.uuid4().hex[:12]}"},
-        "delivered_at": (DELIVERED - timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
     }
+    if delivered:
+        body["delivered_at"] = (DELIVERED - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     response = client.put(f"/v1/orders/{order_id}", json=body, headers=auth.marketplace)
     assert response.status_code == 201, response.text
     return order_id
@@ -283,3 +285,56 @@ def test_a_provider_error_is_retried_with_the_same_key_and_a_refusal_undoes_the_
     key = release.transfer_key(paid["payout_id"])
     assert escrow.transfer_calls.count(key) == 2  # the same key both times
     assert ledger_is_balanced(settings)
+
+
+def test_a_shop_sees_only_its_own_payouts_and_balance_and_buyers_none(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    case = delivered_case(client, auth, world)
+    other = delivered_case(client, auth, world)
+    run_release(settings, FakeEscrow())
+    mine = payout_of(client, case.order_id, finance)
+    theirs = payout_of(client, other.order_id, finance)
+    assert mine is not None
+    assert theirs is not None
+
+    # Whatever seller_id says, a shop lists its own shop's payouts only.
+    listed = payouts_of(client, case.seller, seller_id=other.shop)
+    assert listed == []
+    assert [p["payout_id"] for p in payouts_of(client, case.seller)] == [mine["payout_id"]]
+    assert client.get(f"/v1/payouts/{mine['payout_id']}", headers=case.seller).json() == mine
+    assert client.get(f"/v1/payouts/{theirs['payout_id']}", headers=case.seller).status_code == 404
+    assert client.get(f"/v1/sellers/{other.shop}/balance", headers=case.seller).status_code == 404
+    # Buyers never see payouts; operator agents neither (finance and admins do).
+    for who in (case.buyer, case.agent):
+        assert client.get("/v1/payouts", headers=who).status_code == 403
+        assert client.get(f"/v1/payouts/{mine['payout_id']}", headers=who).status_code == 403
+        assert client.get(f"/v1/sellers/{case.shop}/balance", headers=who).status_code == 403
+    assert client.get(f"/v1/payouts/{mine['payout_id']}", headers=auth("admin")).status_code == 200
+    assert client.get("/v1/payouts/po_nope", headers=finance).status_code == 404
+
+
+def test_a_balance_shows_held_frozen_paid_out_and_debt_from_the_ledger(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    case = delivered_case(client, auth, world)
+    run_release(settings, FakeEscrow())
+    delivered_case_for_shop(client, auth, case, delivered=False)
+    delivered_case_for_shop(client, auth, case, delivered=False)
+    body = client.get(f"/v1/sellers/{case.shop}/balance", headers=case.seller)
+    assert body.status_code == 200, body.text
+    (eur,) = body.json()["balances"]
+    assert eur["currency"] == "EUR"
+    assert eur["paid_out"] == money(4_500)
+    assert eur["held"] == money(2 * 4_500)  # two orders not delivered yet, their shares
+    assert (eur["frozen"], eur["reversed"], eur["debt"]) == (money(0), money(0), money(0))
+    assert client.get(f"/v1/sellers/{case.shop}/balance", headers=finance).json() == body.json()
+
+
+def test_an_order_under_dispute_counts_as_frozen_in_the_balance(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings
+) -> None:
+    case = delivered_case(client, auth, world)
+    case.open()
+    (eur,) = client.get(f"/v1/sellers/{case.shop}/balance", headers=case.seller).json()["balances"]
+    assert (eur["held"], eur["frozen"], eur["paid_out"]) == (money(0), money(4_500), money(0))
