@@ -9,6 +9,7 @@ so a pass only ever sees this module's orders (every other test's orders are del
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,10 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app.auth import Actor, Role
 from app.db import create_engine
+from app.events import service as events
+from app.events.models import Event
 from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.payouts import release
 from app.payouts.gateway import PaymentProviderError
@@ -338,3 +342,28 @@ def test_an_order_under_dispute_counts_as_frozen_in_the_balance(
     case.open()
     (eur,) = client.get(f"/v1/sellers/{case.shop}/balance", headers=case.seller).json()["balances"]
     assert (eur["held"], eur["frozen"], eur["paid_out"]) == (money(0), money(4_500), money(0))
+
+
+def test_payout_updates_reach_the_shop_and_finance_only(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings
+) -> None:
+    case = delivered_case(client, auth, world)
+    run_release(settings, FakeEscrow())
+
+    async def seen_by(actor: Actor) -> list[str]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    select(Event.type, Event.payload).where(
+                        Event.type == "payout.updated", events.visible_events(actor, actor.key)
+                    )
+                )
+                return [json.loads(payload)["status"] for _, payload in rows.all() if case.order_id in payload]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(seen_by(Actor(id="m", role=Role.SELLER, seller_id=case.shop))) == ["pending", "paid"]
+    assert asyncio.run(seen_by(Actor(id="f", role=Role.FINANCE))) == ["pending", "paid"]
+    assert asyncio.run(seen_by(Actor(id="m", role=Role.SELLER, seller_id=uid("shop")))) == []
+    assert asyncio.run(seen_by(Actor(id=case.buyer_id, role=Role.BUYER))) == []
