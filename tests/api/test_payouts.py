@@ -27,7 +27,17 @@ from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.payouts import release
 from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
-from tests.factories import Case, Tokens, World, grant, ledger_is_balanced, money, uid
+from tests.factories import (
+    Case,
+    Tokens,
+    World,
+    deactivate_all,
+    grant,
+    ledger_is_balanced,
+    money,
+    subscribe,
+    uid,
+)
 from tests.fakes import FakeEscrow
 
 DELIVERED = datetime(2001, 1, 1, 12, 0, tzinfo=UTC)
@@ -367,3 +377,24 @@ def test_payout_updates_reach_the_shop_and_finance_only(
     assert asyncio.run(seen_by(Actor(id="f", role=Role.FINANCE))) == ["pending", "paid"]
     assert asyncio.run(seen_by(Actor(id="m", role=Role.SELLER, seller_id=uid("shop")))) == []
     assert asyncio.run(seen_by(Actor(id=case.buyer_id, role=Role.BUYER))) == []
+
+
+def test_payout_outcomes_are_announced_to_the_marketplace(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings
+) -> None:
+    admin = auth("admin")
+    endpoint = subscribe(client, admin, "https://127.0.0.1:9/hooks", ["payout.paid", "payout.failed"])
+    try:
+        paid = delivered_case(client, auth, world)
+        refused = delivered_case(client, auth, world)
+        escrow = FakeEscrow()
+        escrow.fail_transfers_of = {refused.order_id: [PaymentProviderError("no", code="x", transient=False)]}
+        run_release(settings, escrow)
+        log = client.get(
+            f"/v1/webhook-endpoints/{endpoint['endpoint_id']}/deliveries", params={"limit": 200}, headers=admin
+        ).json()["items"]
+        sent = {json.loads(d["payload"])["data"]["order_id"]: d["event_type"] for d in log}
+        assert sent[paid.order_id] == "payout.paid"
+        assert sent[refused.order_id] == "payout.failed"
+    finally:
+        deactivate_all(client, admin)
