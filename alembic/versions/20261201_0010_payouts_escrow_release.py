@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("created_at", DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("released_at", DateTimeUTC(timezone=True), nullable=True),
         sa.Column("paid_at", DateTimeUTC(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_payouts_order_id_orders")),
         sa.ForeignKeyConstraint(["seller_id"], ["sellers.id"], name=op.f("fk_payouts_seller_id_sellers")),

@@ -166,4 +166,7 @@ class Payout(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the escrow was released (the payout opened for transfer): later than ``created_at`` for a payout
+    # that was blocked first. Stripe keeps idempotency keys 24 h from the first attempt, which follows it.
+    released_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]

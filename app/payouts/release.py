@@ -163,7 +163,7 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
         )
     order.escrow_status = EscrowStatus.RELEASED.value
     order.updated_at = now
-    payout.failure_reason = None
+    payout.failure_reason, payout.released_at = None, now
     if split.transferred:
         payout.status = PayoutStatus.PENDING
     else:  # a share of 0, all netted against debt, or a negative share: nothing to transfer
@@ -193,7 +193,7 @@ class Claimed:
     currency: str
     destination: str
     charge_id: str
-    created_at: datetime
+    released_at: datetime
 
 
 async def claim_due(
@@ -210,7 +210,7 @@ async def claim_due(
             currency=payout.currency,
             destination=destination or "",
             charge_id=charge_id,
-            created_at=payout.created_at,
+            released_at=payout.released_at or payout.created_at,
         )
 
     query = (
@@ -270,7 +270,7 @@ async def _record_one(
     if payout is None or payout.status != PayoutStatus.PENDING or payout.attempts != item.attempt:
         return payout.status if payout is not None else "missing"  # recorded meanwhile by another worker
     if isinstance(answer, PaymentProviderError):
-        if answer.transient and now - payout.created_at < GIVE_UP_AFTER:
+        if answer.transient and now - item.released_at < GIVE_UP_AFTER:
             payout.next_attempt_at = now + outbox.backoff(item.attempt, first_seconds=10, max_seconds=1800)
             payout.failure_reason = f"retrying: {answer}"[:500]
             return PayoutStatus.PENDING

@@ -24,6 +24,7 @@ from app.db import create_engine
 from app.events import service as events
 from app.events.models import Event
 from app.ledger.models import LedgerEntry, LedgerTransaction
+from app.orders.models import Order
 from app.payouts import release
 from app.payouts.gateway import PaymentProviderError
 from app.settings import Settings
@@ -398,3 +399,73 @@ def test_payout_outcomes_are_announced_to_the_marketplace(
         assert sent[refused.order_id] == "payout.failed"
     finally:
         deactivate_all(client, admin)
+
+
+def test_a_worker_lost_after_the_transfer_is_replayed_with_the_same_key(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    """The worker transfers, then dies before recording: the lease runs out, the next pass asks again with
+    the same key and Stripe answers with the first transfer."""
+    case = delivered_case(client, auth, world)
+    escrow = FakeEscrow()
+
+    async def transfer_then_die() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+            async with sessions() as session, session.begin():
+                await release.open_payouts(session, now=DUE, hold=timedelta(seconds=HOLD))
+            for item in await release.claim_due(sessions, now=DUE):
+                await release.ask_provider(escrow, item)  # sent; never recorded
+        finally:
+            await engine.dispose()
+
+    asyncio.run(transfer_then_die())
+    pending = payout_of(client, case.order_id, finance)
+    assert pending is not None
+    assert pending["status"] == "pending"
+    run_release(settings, escrow, now=DUE + timedelta(seconds=30))  # the lease holds: nothing
+    run_release(settings, escrow, now=DUE + release.LEASE + timedelta(seconds=1))
+    paid = payout_of(client, case.order_id, finance)
+    assert paid is not None
+    assert paid["status"] == "paid"
+    key = release.transfer_key(paid["payout_id"])
+    assert escrow.transfer_calls.count(key) == 2
+    assert paid["provider_ref"] == escrow.transfers[key].id  # one transfer, recorded from its first answer
+
+
+def test_a_payout_blocked_for_days_still_retries_a_provider_error_once_released(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    case = delivered_case(client, auth, world, account=False)
+    escrow = FakeEscrow()
+    run_release(settings, escrow)
+    set_account(client, auth, case.shop)
+    escrow.fail_transfers_of = {case.order_id: [PaymentProviderError("Stripe 500", code="api_error", transient=True)]}
+    later = DUE + timedelta(days=3)
+    run_release(settings, escrow, now=later)
+    payout = payout_of(client, case.order_id, finance)
+    assert payout is not None
+    assert payout["status"] == "pending"  # not given up: the key's 24 h count from the release
+    run_release(settings, escrow, now=later + timedelta(hours=1))
+    assert (payout_of(client, case.order_id, finance) or {})["status"] == "paid"
+
+
+def test_the_release_scan_reads_only_orders_still_held(settings: Settings) -> None:
+    """The due-orders query uses the partial index on held, delivered orders (SQLite's plan; PostgreSQL
+    picks by statistics), so already released orders cost the scan nothing."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("the planner's choice on PostgreSQL depends on table statistics")
+
+    async def plan() -> str:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                query = release.due_orders(now=DUE, hold=timedelta(seconds=HOLD)).order_by(Order.delivered_at)
+                compiled = query.compile(conn.sync_connection, compile_kwargs={"literal_binds": True})
+                rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+                return " ".join(str(row[-1]) for row in rows.all())
+        finally:
+            await engine.dispose()
+
+    assert "ix_orders_release_due" in asyncio.run(plan())
