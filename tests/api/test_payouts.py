@@ -469,3 +469,24 @@ def test_the_release_scan_reads_only_orders_still_held(settings: Settings) -> No
             await engine.dispose()
 
     assert "ix_orders_release_due" in asyncio.run(plan())
+
+
+def test_a_released_orders_money_cannot_change(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings
+) -> None:
+    case = delivered_case(client, auth, world)
+    run_release(settings, FakeEscrow())
+    body = client.get(f"/v1/orders/{case.order_id}", headers=auth.marketplace).json()
+    pushed = {
+        "buyer_id": case.buyer_id,
+        "seller_id": case.shop,
+        "currency": "EUR",
+        "total": money(5_000),
+        "commission": money(100),
+        "lines": [{"line_id": "l1", "sku": "SKU-1", "title": "Kettle", "quantity": 2, "unit_price": money(2_500)}],
+        "payment": {"provider": "stripe", "charge_id": body["payment"]["charge_id"]},
+        "delivered_at": body["delivered_at"],
+    }
+    response = client.put(f"/v1/orders/{case.order_id}", json=pushed, headers=auth.marketplace)
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "order.immutable"
