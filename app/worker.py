@@ -89,7 +89,14 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
         jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
 
         async def release_escrow(sessions: async_sessionmaker[AsyncSession]) -> int:
-            return await release.release_due(sessions, gateway=gateway, hold_seconds=settings.escrow_hold_seconds)
+            # As for refunds: a full batch (opened or transferred) means more are due, keep going (bounded).
+            done = 0
+            for _ in range(REFUND_BATCHES_PER_PASS):
+                step = await release.release_due(sessions, gateway=gateway, hold_seconds=settings.escrow_hold_seconds)
+                done += step
+                if step < release.BATCH:
+                    break
+            return done
 
         jobs.append(Job("release-escrow", settings.worker_poll_seconds, release_escrow, own_transactions=True))
     return jobs
