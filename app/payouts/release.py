@@ -140,6 +140,7 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
         payout.status, payout.failure_reason = PayoutStatus.BLOCKED, NO_ACCOUNT
         payout.amount, payout.debt_netted = max(split.share, 0), 0  # what it would be today
         await session.flush()
+        await payout_events.announce(session, payout, now)
         return
     parts: dict[str, Any] = {
         "escrow_left": escrow_left,
