@@ -43,6 +43,7 @@ from app.payouts.controller import (
 )
 from app.payouts.gateway import PaymentGateway
 from app.payouts.models import Refund
+from app.payouts.payout_controller import PayoutController, SellerBalanceController
 from app.payouts.reactions import Reactions
 from app.payouts.stripe_escrow import StripeEscrow
 from app.sellers.controller import SellerController
@@ -124,6 +125,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             PromoCodeController,
             StripeWebhookController,
             ProviderEventController,
+            PayoutController,
+            SellerBalanceController,
             events_socket,
             assets_router(),
         ],

@@ -218,6 +218,9 @@ OPERATIONS: dict[str, Op] = {
     "GET /v1/refunds": Op(problems={403: FORBIDDEN}),
     "GET /v1/refunds/{refund_id}": Op(problems={404: NOT_FOUND}),
     "GET /v1/provider-events": Op(problems={403: FORBIDDEN}),
+    "GET /v1/payouts": Op(problems={403: FORBIDDEN}),
+    "GET /v1/payouts/{payout_id}": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
+    "GET /v1/sellers/{seller_id}/balance": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
     "GET /v1/buyers/{buyer_id}/credit": Op(problems={404: NOT_FOUND}),
     "POST /v1/buyers/{buyer_id}/credit/redemptions": Op(
         problems={

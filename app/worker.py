@@ -1,6 +1,7 @@
 """The background worker: what runs without anyone asking.
 
-Dispute timers, outbound webhook deliveries, and housekeeping (old events, stale idempotency keys).
+Dispute timers, outbound webhook deliveries, refunds and escrow releases paid through the gateway, and
+housekeeping (old events, stale idempotency keys).
 Runs inside the server when ``SAV_RUN_WORKER=true`` (the embedded default), or on its own as
 ``sav worker``. Every job is safe to run from several workers at once (timers and deliveries take their
 rows with SKIP LOCKED; pruning is plain deletes), and a worker that dies loses nothing: due work is
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import idempotency
 from app.disputes.timers import fire_due_timers
 from app.events import service as events
-from app.payouts import settlement
+from app.payouts import release, settlement
 from app.payouts.gateway import PaymentGateway
 from app.payouts.reactions import RefundSettled
 from app.settings import Settings
@@ -86,6 +87,18 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
             return paid
 
         jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
+
+        async def release_escrow(sessions: async_sessionmaker[AsyncSession]) -> int:
+            # As for refunds: a full batch (opened or transferred) means more are due, keep going (bounded).
+            done = 0
+            for _ in range(REFUND_BATCHES_PER_PASS):
+                step = await release.release_due(sessions, gateway=gateway, hold_seconds=settings.escrow_hold_seconds)
+                done += step
+                if step < release.BATCH:
+                    break
+            return done
+
+        jobs.append(Job("release-escrow", settings.worker_poll_seconds, release_escrow, own_transactions=True))
     return jobs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from app.payouts.gateway import (
@@ -23,6 +24,10 @@ class FakeEscrow:
         # idempotency key -> errors to raise on its next calls (tests share a database: target one refund)
         self.fail_for: dict[str, list[PaymentProviderError]] = {}
         self.status = "succeeded"
+        self.transfers: dict[str, ProviderTransfer] = {}  # by idempotency key
+        self.transfer_calls: list[str] = []
+        # transfer group (the order id) -> errors to raise on its next transfers (before the key is known)
+        self.fail_transfers_of: dict[str, list[PaymentProviderError]] = {}
 
     async def refund(
         self,
@@ -45,6 +50,32 @@ class FakeEscrow:
 
     async def retrieve_refund(self, refund_id: str) -> ProviderRefund:
         return next(r for r in self.refunds.values() if r.id == refund_id)
+
+    async def transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str,
+        source_transaction: str | None,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> ProviderTransfer:
+        self.transfer_calls.append(idempotency_key)
+        await asyncio.sleep(0)  # let concurrent workers interleave here
+        if self.fail_transfers_of.get(transfer_group):
+            raise self.fail_transfers_of[transfer_group].pop(0)
+        if idempotency_key not in self.transfers:
+            self.transfers[idempotency_key] = ProviderTransfer(
+                id=f"tr_{uuid.uuid4().hex[:16]}",
+                amount=amount,
+                amount_reversed=0,
+                currency=currency,
+                destination=destination,
+                transfer_group=transfer_group,
+            )
+        return self.transfers[idempotency_key]
 
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]

@@ -27,8 +27,8 @@ SEQUENCER_LOCK = 7_431_001  # any constant: one sequencer at a time across proce
 SEQUENCE_BATCH = 1_000
 THREAD_KINDS = [f"thread:{a}" for a in ("tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal")]
 # Every kind of resource events are about; the policy's read lines for each say who receives them.
-# A refund is read by whoever may read its order.
-EVENT_KINDS = [*THREAD_KINDS, "dispute", "order"]
+# A refund is read by whoever may read its order; a payout by its shop, finance and admins.
+EVENT_KINDS = [*THREAD_KINDS, "dispute", "order", "payout"]
 
 _events: Table = Event.__table__  # type: ignore[assignment]
 _INSERT = insert(_events)

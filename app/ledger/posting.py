@@ -12,6 +12,10 @@ Accounts used so far:
   promo_liability    the value of unredeemed promo codes (liability)
   checkout_clearing  credit and promo value spent at the marketplace's checkout, to be matched with the
                      paying order's capture (liability)
+  transfers_in_flight escrow released to a shop and not yet confirmed by the provider (liability, per shop)
+  platform_commission the marketplace's commission, earned when an order is released (revenue)
+  seller_debt        what a shop owes the marketplace (asset, per shop: party_id): its compensation passed
+                     its share; netted from its next releases
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
@@ -43,6 +47,9 @@ class Account(StrEnum):
     BUYER_CREDIT = "buyer_credit"
     PROMO_LIABILITY = "promo_liability"
     CHECKOUT_CLEARING = "checkout_clearing"
+    TRANSFERS_IN_FLIGHT = "transfers_in_flight"
+    PLATFORM_COMMISSION = "platform_commission"
+    SELLER_DEBT = "seller_debt"
 
 
 class TransactionKind(StrEnum):
@@ -55,6 +62,10 @@ class TransactionKind(StrEnum):
     CREDIT_REDEEMED = "credit_redeemed"
     PROMO_ISSUED = "promo_issued"
     PROMO_REDEEMED = "promo_redeemed"
+    RELEASE = "release"
+    TRANSFER_PAID = "transfer_paid"
+    RELEASE_REVERSED = "release_reversed"
+    DEBT_RECORDED = "debt_recorded"
 
 
 class UnbalancedTransaction(ValueError):

@@ -141,3 +141,48 @@ def promo_redemption_entries(amount: int, currency: str, buyer_id: str) -> list[
         Entry(Account.PROMO_LIABILITY, amount, currency, buyer_id),
         Entry(Account.CHECKOUT_CLEARING, -amount, currency, buyer_id),
     ]
+
+
+# --- escrow release to the shop (Stripe Connect transfer) -----------------------------------------------
+
+
+def release_entries(
+    *, escrow_left: int, commission: int, debt_netted: int, currency: str, seller_id: str
+) -> list[Entry]:
+    """The order's escrow (``escrow_left``: its capture less the shop's compensation) is closed: the
+    commission is the marketplace's, ``debt_netted`` repays the shop's debt, and the rest is owed to the
+    shop until the provider confirms the transfer (``transfer_paid_entries``; refused: ``reversal_entries``).
+    Only for a share that is not negative (``escrow_left - commission >= debt_netted >= 0``); a negative
+    share is ``debt_entries``. Empty when there is nothing to move."""
+    transferred = escrow_left - commission - debt_netted
+    if commission < 0 or debt_netted < 0 or transferred < 0:
+        raise ValueError("a release never pays a negative amount")
+    entries = [
+        Entry(Account.ESCROW, escrow_left, currency),
+        Entry(Account.PLATFORM_COMMISSION, -commission, currency),
+        Entry(Account.SELLER_DEBT, -debt_netted, currency, seller_id),
+        Entry(Account.TRANSFERS_IN_FLIGHT, -transferred, currency, seller_id),
+    ]
+    return [e for e in entries if e.amount]
+
+
+def transfer_paid_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """The provider made the transfer: the shop's share leaves the marketplace's provider balance."""
+    return [
+        Entry(Account.TRANSFERS_IN_FLIGHT, amount, currency, seller_id),
+        Entry(Account.PROVIDER_BALANCE, -amount, currency),
+    ]
+
+
+def debt_entries(*, escrow_left: int, commission: int, currency: str, seller_id: str) -> list[Entry]:
+    """The shop's compensation and the commission passed what the order captured (a negative share): the
+    escrow is closed, the commission earned, and the shortfall becomes the shop's debt."""
+    debt = commission - escrow_left
+    if commission < 0 or debt <= 0:
+        raise ValueError("a debt is recorded only for a negative share")
+    entries = [
+        Entry(Account.ESCROW, escrow_left, currency),
+        Entry(Account.PLATFORM_COMMISSION, -commission, currency),
+        Entry(Account.SELLER_DEBT, debt, currency, seller_id),
+    ]
+    return [e for e in entries if e.amount]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -12,6 +12,16 @@ class Order(Base):
     """An order pushed by the marketplace. Paid to the marketplace, held in escrow for the seller."""
 
     __tablename__ = "orders"
+    __table_args__ = (
+        # The release job's scan: only orders still held and delivered, so its cost does not grow with
+        # the orders already released (nor with those never delivered).
+        Index(
+            "ix_orders_release_due",
+            "delivered_at",
+            postgresql_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
+            sqlite_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     buyer_id: Mapped[str] = mapped_column(String(128), index=True)

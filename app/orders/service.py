@@ -120,6 +120,14 @@ async def upsert_order(
         money = await order_money(session, order_id=order_id)
         if money.refunded > 0:
             raise Conflict("the order's total and currency cannot change once a refund exists", code="order.immutable")
+    if order.escrow_status == EscrowStatus.RELEASED and (
+        money_changed or current["commission_amount"] != data.commission.amount
+    ):
+        # The shop was paid its share of these figures: the ledger's release would no longer add up.
+        raise Conflict(
+            "an order's total, currency and commission cannot change once its escrow is released",
+            code="order.immutable",
+        )
     if wanted["charge_id"] != current["charge_id"]:
         await _require_charge_free(session, order_id, wanted["charge_id"])
     try:

@@ -84,6 +84,18 @@ class PaymentGateway(Protocol):
 
     async def retrieve_refund(self, refund_id: str) -> ProviderRefund: ...
 
+    async def transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str,
+        source_transaction: str | None,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> ProviderTransfer: ...
+
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal: ...

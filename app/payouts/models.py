@@ -133,3 +133,40 @@ class ProviderEventRecord(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     order_id: Mapped[str | None] = mapped_column(String(64))
     refund_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class Payout(Base):
+    """An order's escrow released to its shop: one per order. Written (with its ledger transaction)
+    before the provider is called; the worker then transfers with a key derived from this row's id, so a
+    crash, a retry or two workers never transfer twice. ``blocked`` while the shop has no connected
+    account (nothing posted yet); ``failed`` when the provider finally refuses (the ledger is reversed)."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        Index("ix_payouts_seller", "seller_id", "created_at", "id"),
+        Index("ix_payouts_created", "created_at", "id"),
+        Index(
+            "ix_payouts_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # po_...
+    seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)  # what is transferred
+    currency: Mapped[str] = mapped_column(String(3))
+    debt_netted: Mapped[int] = mapped_column(BigInteger, default=0)
+    reversed: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16))  # pending, paid, failed, blocked
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the escrow was released (the payout opened for transfer): later than ``created_at`` for a payout
+    # that was blocked first. Stripe keeps idempotency keys 24 h from the first attempt, which follows it.
+    released_at: Mapped[datetime | None]
+    paid_at: Mapped[datetime | None]

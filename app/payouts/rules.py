@@ -178,3 +178,25 @@ def check_grant(
             )
         return
     raise Forbidden(f"a {role} may not grant refunds")
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSplit:
+    """Where an order's escrow goes at release: the shop's ``share`` (captured less commission less the
+    shop's compensation), the part of it that repays the shop's ``debt_netted``, what is ``transferred``
+    to the shop, and the ``debt_recorded`` when the share is negative. Never a negative transfer."""
+
+    share: int
+    debt_netted: int
+    transferred: int
+    debt_recorded: int
+
+
+def release_split(*, escrow_left: int, commission: int, debt: int) -> ReleaseSplit:
+    """``escrow_left`` is what the order's escrow still holds (its capture less the seller-funded part of
+    every compensation not given back); ``debt`` what the shop owes in that currency."""
+    share = escrow_left - commission
+    if share < 0:
+        return ReleaseSplit(share=share, debt_netted=0, transferred=0, debt_recorded=-share)
+    netted = min(max(debt, 0), share)
+    return ReleaseSplit(share=share, debt_netted=netted, transferred=share - netted, debt_recorded=0)

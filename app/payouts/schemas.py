@@ -117,3 +117,41 @@ class ProviderEventRead(msgspec.Struct, kw_only=True):
     order_id: str | None
     refund_id: str | None
     received_at: datetime
+
+
+class PayoutStatus(StrEnum):
+    """A payout's life: ``blocked`` while its shop has no connected account, ``pending`` until the
+    provider answers, then ``paid`` or ``failed``."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class PayoutRead(msgspec.Struct, kw_only=True):
+    payout_id: str
+    seller_id: str
+    order_id: str
+    amount: Money
+    debt_netted: Money
+    reversed: Money
+    status: Literal["pending", "paid", "failed", "blocked"]
+    provider_ref: str | None
+    failure_reason: str | None
+    created_at: datetime
+    paid_at: datetime | None
+
+
+class SellerBalance(msgspec.Struct, kw_only=True):
+    currency: str
+    held: Money
+    frozen: Money
+    paid_out: Money
+    reversed: Money
+    debt: Money
+
+
+class SellerBalanceRead(msgspec.Struct, kw_only=True):
+    seller_id: str
+    balances: list[SellerBalance]

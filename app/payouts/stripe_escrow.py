@@ -70,6 +70,37 @@ class StripeEscrow:
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
 
+    async def transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str,
+        source_transaction: str | None,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> ProviderTransfer:
+        """Escrow released to a shop's connected account. ``source_transaction`` ties it to the buyer's
+        charge, so Stripe makes it as soon as that charge's funds are there (not from other balance)."""
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": destination,
+            "transfer_group": transfer_group,
+            "metadata": metadata,
+        }
+        if source_transaction:
+            params["source_transaction"] = source_transaction
+        try:
+            transfer = await self.client.v1.transfers.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _escrow_error(exc) from exc
+        return _transfer(transfer)
+
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal:
@@ -88,15 +119,7 @@ class StripeEscrow:
             transfer = await self.client.v1.transfers.retrieve_async(transfer_id)
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
-        destination = transfer.destination
-        return ProviderTransfer(
-            id=transfer.id,
-            amount=transfer.amount,
-            amount_reversed=transfer.amount_reversed,
-            currency=transfer.currency.upper(),
-            destination=destination if isinstance(destination, str) else getattr(destination, "id", ""),
-            transfer_group=transfer.transfer_group,
-        )
+        return _transfer(transfer)
 
     async def list_balance_transactions(
         self, *, created_from: int, created_to: int, starting_after: str | None = None, limit: int = 100
@@ -237,4 +260,16 @@ def parse_webhook(payload: bytes, signature: str | None, secret: str) -> Provide
 def _malformed(envelope: _Envelope, detail: str) -> ProviderEvent:
     return ProviderEvent(
         id=envelope.id, type=envelope.type, refund=None, charge_id=None, our_refund_id=None, malformed=detail
+    )
+
+
+def _transfer(transfer: Any) -> ProviderTransfer:
+    destination = transfer.destination
+    return ProviderTransfer(
+        id=transfer.id,
+        amount=transfer.amount,
+        amount_reversed=transfer.amount_reversed,
+        currency=transfer.currency.upper(),
+        destination=destination if isinstance(destination, str) else getattr(destination, "id", ""),
+        transfer_group=transfer.transfer_group,
     )

@@ -18,6 +18,8 @@ EVENT_TYPES = (
     "return.received",
     "refund.succeeded",
     "refund.failed",
+    "payout.paid",
+    "payout.failed",
 )
 
 

@@ -21,6 +21,7 @@ from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.ledger.posting import Account, Entry, TransactionKind, check_balanced
 from app.ledger.views import money_columns, party_balances_query
 from app.models import metadata
+from app.payouts.rules import release_split
 
 # order -> (buyer, shop)
 ORDERS = {"o0": ("b0", "s0"), "o1": ("b0", "s1"), "o2": ("b1", "s0")}
@@ -72,7 +73,16 @@ class RedeemPromo:
     index: int  # which of the codes not spent yet
 
 
-Operation = Recapture | Refund | Compensate | RedeemCredit | RedeemPromo
+@dataclass(frozen=True)
+class Release:
+    """The hold has passed: the order's escrow goes to its shop (commission a percent of the capture)."""
+
+    order_id: str
+    commission_percent: int
+    transfer_fails: bool
+
+
+Operation = Recapture | Refund | Compensate | RedeemCredit | RedeemPromo | Release
 operations = st.lists(
     st.one_of(
         st.builds(Recapture, order_ids, st.integers(min_value=0, max_value=200_000), st.booleans()),
@@ -82,6 +92,7 @@ operations = st.lists(
         st.builds(Compensate, st.sampled_from(["credit", "promo"]), order_ids, amounts, percents, percents),
         st.builds(RedeemCredit, st.sampled_from(BUYERS), amounts),
         st.builds(RedeemPromo, st.integers(min_value=0, max_value=20)),
+        st.builds(Release, order_ids, percents, st.booleans()),
     ),
     max_size=40,
 )
@@ -137,6 +148,11 @@ class Model:
     promo: dict[str, Counter[str]] = field(default_factory=lambda: {b: Counter() for b in BUYERS})
     spent: Counter[str] = field(default_factory=Counter)
     unredeemed: list[tuple[str, int, str]] = field(default_factory=list)  # promo codes: buyer, value, currency
+    pending: set[str] = field(default_factory=set)  # orders with a refund in flight (never released)
+    released: set[str] = field(default_factory=set)
+    commission: Counter[str] = field(default_factory=Counter)
+    transferred: Counter[str] = field(default_factory=Counter)
+    debt: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SHOPS})
 
     def refundable(self, order_id: str) -> int:
         return max(self.captured[order_id] - self.refunded[order_id], 0)
@@ -146,6 +162,7 @@ class Model:
         for order_id, total in self.captured.items():
             held[self.currency[order_id]] += total
         held.subtract(self.paid_out)
+        held.subtract(self.transferred)
         return nonzero(held)
 
     def seller_funded(self, shop: str) -> dict[str, int]:
@@ -158,7 +175,7 @@ class Model:
     def escrow_owed(self, shop: str) -> dict[str, int]:
         owed: Counter[str] = Counter()
         for order_id, (_, order_shop) in ORDERS.items():
-            if order_shop == shop:
+            if order_shop == shop and order_id not in self.released:
                 owed[self.currency[order_id]] += self.captured[order_id] - self.seller_paid[order_id]
         return nonzero(owed)
 
@@ -178,6 +195,8 @@ def replay(totals: list[int], ops: list[Operation]) -> tuple[Book, Model]:
             refund(book, model, op)
         elif isinstance(op, Compensate):
             compensate(book, model, op)
+        elif isinstance(op, Release):
+            release(book, model, op)
         elif isinstance(op, RedeemCredit):
             if op.amount > model.credit[op.buyer_id]["EUR"]:  # 422 credit.insufficient
                 continue
@@ -193,7 +212,7 @@ def replay(totals: list[int], ops: list[Operation]) -> tuple[Book, Model]:
 
 
 def recapture(book: Book, model: Model, op: Recapture) -> None:
-    if model.refunded[op.order_id] or model.seller_paid[op.order_id]:
+    if model.refunded[op.order_id] or model.seller_paid[op.order_id] or op.order_id in model.released:
         return  # 409 order.immutable once compensation exists
     currency = "USD" if op.to_usd else "EUR"
     previous = (model.currency[op.order_id], model.captured[op.order_id])
@@ -204,7 +223,8 @@ def recapture(book: Book, model: Model, op: Recapture) -> None:
 
 
 def refund(book: Book, model: Model, op: Refund) -> None:
-    if op.amount > model.refundable(op.order_id):  # 422 refund.exceeds_refundable
+    # After release the shop's part is recovered by a transfer reversal (not modelled here): refused.
+    if op.amount > model.refundable(op.order_id) or op.order_id in model.released:  # 422 refund.exceeds_refundable
         return
     buyer, shop = ORDERS[op.order_id]
     cur = model.currency[op.order_id]
@@ -225,13 +245,14 @@ def refund(book: Book, model: Model, op: Refund) -> None:
         model.paid_out[cur] += op.amount
     else:
         model.in_flight[cur] += op.amount
+        model.pending.add(op.order_id)
     model.refunded[op.order_id] += op.amount
     model.seller_paid[op.order_id] += seller_part
     model.goodwill[cur] += op.amount - seller_part
 
 
 def compensate(book: Book, model: Model, op: Compensate) -> None:
-    if op.amount > model.refundable(op.order_id):
+    if op.amount > model.refundable(op.order_id) or op.order_id in model.released:
         return
     buyer, shop = ORDERS[op.order_id]
     cur = model.currency[op.order_id]
@@ -250,6 +271,44 @@ def compensate(book: Book, model: Model, op: Compensate) -> None:
     model.seller_paid[op.order_id] += seller_part
     model.goodwill[cur] += op.amount - seller_part
     model.bonus[cur] += bonus
+
+
+def release(book: Book, model: Model, op: Release) -> None:
+    """The model's own arithmetic (share, debt, netting) next to the builders and the pure rule."""
+    if op.order_id in model.released or op.order_id in model.pending:
+        return
+    _, shop = ORDERS[op.order_id]
+    cur = model.currency[op.order_id]
+    captured, funded = model.captured[op.order_id], model.seller_paid[op.order_id]
+    commission = captured * op.commission_percent // 100
+    split = release_split(escrow_left=captured - funded, commission=commission, debt=model.debt[shop][cur])
+    assert split.transferred >= 0  # never a negative payout
+    assert split.debt_netted >= 0
+    parts = {"escrow_left": captured - funded, "commission": commission, "currency": cur, "seller_id": shop}
+    if split.debt_recorded:
+        entries = postings.debt_entries(**parts)
+        kind = K.DEBT_RECORDED
+    else:
+        entries = postings.release_entries(**parts, debt_netted=split.debt_netted)
+        kind = K.RELEASE
+    if not entries:
+        model.released.add(op.order_id)
+        return
+    posted = book.post(kind, op.order_id, entries)
+    if op.transfer_fails and split.transferred:  # the provider refuses the transfer: undone, still held
+        book.post(K.RELEASE_REVERSED, op.order_id, postings.reversal_entries(posted))
+        return
+    if split.transferred:
+        book.post(K.TRANSFER_PAID, op.order_id, postings.transfer_paid_entries(split.transferred, cur, shop))
+    model.released.add(op.order_id)
+    model.commission[cur] += commission
+    share = captured - funded - commission
+    if share < 0:
+        model.debt[shop][cur] += -share
+    else:
+        netted = min(model.debt[shop][cur], share)
+        model.debt[shop][cur] -= netted
+        model.transferred[cur] += share - netted
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +381,11 @@ def test_every_movement_keeps_the_balances_the_model_expects(
     assert negated(book.balance(Account.REFUNDS_IN_FLIGHT)) == nonzero(model.in_flight)
     assert book.balance(Account.PROVIDER_BALANCE) == model.provider()  # captured less what was paid out
     assert negated(book.balance(Account.CHECKOUT_CLEARING)) == nonzero(model.spent)
+    assert book.balance(Account.TRANSFERS_IN_FLIGHT) == {}  # every release confirmed or undone
+    assert negated(book.balance(Account.PLATFORM_COMMISSION)) == nonzero(model.commission)
+    for shop in SHOPS:  # debt never lost: recorded, netted, and what is left is still owed
+        assert book.balance(Account.SELLER_DEBT, party=shop) == nonzero(model.debt[shop])
+        assert all(amount >= 0 for amount in model.debt[shop].values())
     for buyer in BUYERS:
         assert negated(book.balance(Account.BUYER_CREDIT, party=buyer)) == nonzero(model.credit[buyer])
         assert negated(book.balance(Account.PROMO_LIABILITY, party=buyer)) == nonzero(model.promo[buyer])
@@ -338,6 +402,10 @@ def test_the_model_sees_every_builder() -> None:
         Compensate("promo", "o2", 100, 100, 10),
         RedeemCredit("b0", 50),
         RedeemPromo(0),
+        Release("o1", 10, transfer_fails=True),
+        Release("o1", 10, transfer_fails=False),
+        Compensate("credit", "o2", 9_900, 100, 0),
+        Release("o2", 10, transfer_fails=False),
     ]
     book, _ = replay([10_000, 10_000, 10_000], ops)
     assert {kind for kind, _, _ in book.transactions} == set(TransactionKind)
@@ -346,3 +414,17 @@ def test_the_model_sees_every_builder() -> None:
 def test_a_currency_change_moves_the_whole_capture() -> None:
     book, model = replay([10_000, 0, 0], [Recapture("o0", 7_000, to_usd=True)])
     assert book.balance(Account.PROVIDER_BALANCE) == {"USD": 7_000} == model.provider()
+
+
+def test_a_shops_debt_is_netted_from_its_next_release() -> None:
+    """o2 (shop s0) is refunded in full by the shop, so its commission becomes a debt; o0 (also s0)
+    then pays it back before anything is transferred."""
+    ops: list[Operation] = [
+        Compensate("credit", "o2", 10_000, 100, 0),
+        Release("o2", 10, transfer_fails=False),
+        Release("o0", 10, transfer_fails=False),
+    ]
+    book, model = replay([10_000, 0, 10_000], ops)
+    assert book.balance(Account.SELLER_DEBT, party="s0") == {} == nonzero(model.debt["s0"])
+    assert model.transferred["EUR"] == 10_000 - 1_000 - 1_000
+    assert book.balance(Account.PLATFORM_COMMISSION) == {"EUR": -2_000}

@@ -14,7 +14,15 @@ from app.db import create_engine
 from app.payouts.stripe_escrow import StripeEscrow
 from app.settings import Settings, load_settings
 
-EVERY_JOB = ["prune-events", "prune-idempotency-keys", "dispute-timers", "deliver-webhooks", "pay-refunds"]
+EVERY_JOB = [
+    "prune-events",
+    "prune-idempotency-keys",
+    "dispute-timers",
+    "deliver-webhooks",
+    "pay-refunds",
+    "release-escrow",
+]
+NEEDS_GATEWAY = ("pay-refunds", "release-escrow")
 
 
 def settings_for(tmp_path: Path, **overrides: str) -> Settings:
@@ -38,7 +46,7 @@ def job_names(settings: Settings) -> list[str]:
 
 def test_the_worker_pays_refunds_only_with_a_payment_provider_configured(tmp_path: Path) -> None:
     assert job_names(settings_for(tmp_path, SAV_STRIPE_API_KEY="sk_test_wiring")) == EVERY_JOB
-    assert job_names(settings_for(tmp_path)) == [name for name in EVERY_JOB if name != "pay-refunds"]
+    assert job_names(settings_for(tmp_path)) == [name for name in EVERY_JOB if name not in NEEDS_GATEWAY]
     gateway = main.payment_gateway(settings_for(tmp_path, SAV_STRIPE_API_KEY="sk_test_wiring"))
     assert isinstance(gateway, StripeEscrow)
 
