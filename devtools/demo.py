@@ -26,11 +26,15 @@ API_KEY = "sk_test_local_demo_0000000000"
 WEBHOOK_SECRET = "whsec_local_demo_0000000000"
 # The demo dispute left in `resolving`: the bank takes its time with this refund (settle it yourself).
 SLOW_REFUND_ORDER = "ord-2007"
+DEMO_ACCOUNTS = ("acct_demo_kettles", "acct_demo_bikes")
 DEMO_DATABASE = Path("demo.db")
 
 
 def seed_charges(url: str) -> None:
     with httpx.Client(base_url=url, timeout=10) as control:
+        # The shops' connected accounts (app/demo.py gives each shop one): released escrow goes there.
+        for account_id in DEMO_ACCOUNTS:
+            control.post("/_control/accounts", data={"id": account_id}).raise_for_status()
         for order_id, total in order_totals().items():
             charge_id = charge_id_of(order_id)
             created = control.post(

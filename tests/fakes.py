@@ -26,6 +26,7 @@ class FakeEscrow:
         self.status = "succeeded"
         self.transfers: dict[str, ProviderTransfer] = {}  # by idempotency key
         self.transfer_calls: list[str] = []
+        self.transfer_sources: dict[str, str | None] = {}  # transfer_group -> source_transaction
         # transfer group (the order id) -> errors to raise on its next transfers (before the key is known)
         self.fail_transfers_of: dict[str, list[PaymentProviderError]] = {}
 
@@ -63,6 +64,7 @@ class FakeEscrow:
         metadata: dict[str, str],
     ) -> ProviderTransfer:
         self.transfer_calls.append(idempotency_key)
+        self.transfer_sources[transfer_group] = source_transaction
         await asyncio.sleep(0)  # let concurrent workers interleave here
         if self.fail_transfers_of.get(transfer_group):
             raise self.fail_transfers_of[transfer_group].pop(0)

@@ -35,6 +35,7 @@ from app.ledger import posting
 from app.ledger.models import LedgerEntry
 from app.ledger.posting import Account, TransactionKind
 from app.ledger.postings import debt_entries, release_entries, reversal_entries, transfer_paid_entries
+from app.ledger.views import money_columns
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.payouts import payout_events
@@ -201,7 +202,12 @@ async def claim_due(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = BATCH, lease: timedelta = LEASE
 ) -> list[Claimed]:
     def take(row: Row[*tuple[Any, ...]]) -> Claimed:
-        payout, destination, charge_id = row
+        payout, destination, charge_id, captured, refunded = row
+        # Stripe funds a transfer with ``source_transaction`` only up to what the charge still holds. When
+        # the operator's own goodwill refunded the charge below the shop's share, the share is paid from
+        # the platform's balance instead (no source transaction). What the ledger says is still refundable
+        # is never more than what the charge holds (credit notes and promo codes do not touch it).
+        funded_by_charge = bool(charge_id) and payout.amount <= int(captured or 0) - int(refunded or 0)
         return Claimed(
             payout_id=payout.id,
             attempt=payout.attempts,
@@ -210,12 +216,13 @@ async def claim_due(
             amount=payout.amount,
             currency=payout.currency,
             destination=destination or "",
-            charge_id=charge_id,
+            charge_id=charge_id if funded_by_charge else "",
             released_at=payout.released_at or payout.created_at,
         )
 
+    captured, refunded = money_columns(Payout.order_id)
     query = (
-        select(Payout, Seller.stripe_account_id, Order.charge_id)
+        select(Payout, Seller.stripe_account_id, Order.charge_id, captured, refunded)
         .join(Seller, Seller.id == Payout.seller_id)
         .join(Order, Order.id == Payout.order_id)
     )

@@ -36,6 +36,7 @@ from tests.factories import (
     grant,
     ledger_is_balanced,
     money,
+    pay,
     subscribe,
     uid,
 )
@@ -193,6 +194,28 @@ def test_the_share_is_net_of_seller_funded_compensation_and_commission(
     payout = payout_of(client, case.order_id, finance)
     assert payout is not None
     assert payout["amount"] == money(5_000 - 500 - 1_000)  # the operator's goodwill is not the shop's
+
+
+def test_a_share_the_charge_no_longer_holds_is_paid_from_the_platforms_balance(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    plain = delivered_case(client, auth, world)
+    emptied = delivered_case(client, auth, world)
+    # The operator's goodwill refunded 3 000 of the 5 000 charge: the shop's 4 500 no longer fits in it.
+    grant(
+        client, emptied.arbitrator, order_id=emptied.order_id, kind="partial", amount=money(3_000), funded_by="operator"
+    )
+    escrow = FakeEscrow()
+    pay(settings, escrow)
+    run_release(settings, escrow)
+    for case in (plain, emptied):
+        payout = payout_of(client, case.order_id, finance)
+        assert payout is not None
+        assert payout["status"] == "paid", payout
+        assert payout["amount"] == money(4_500)
+    charge = client.get(f"/v1/orders/{plain.order_id}", headers=auth.marketplace).json()["payment"]["charge_id"]
+    assert escrow.transfer_sources[plain.order_id] == charge  # tied to the buyer's charge
+    assert escrow.transfer_sources[emptied.order_id] is None  # Stripe would refuse it with the charge
 
 
 def test_a_shops_debt_is_recorded_then_netted_from_its_next_release(
