@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import idempotency
 from app.disputes.timers import fire_due_timers
 from app.events import service as events
-from app.payouts import release, settlement
+from app.payouts import release, reversals, settlement
 from app.payouts.gateway import PaymentGateway
 from app.payouts.reactions import RefundSettled
 from app.settings import Settings
@@ -99,6 +99,12 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
             return done
 
         jobs.append(Job("release-escrow", settings.worker_poll_seconds, release_escrow, own_transactions=True))
+
+        async def reverse_transfers(sessions: async_sessionmaker[AsyncSession]) -> int:
+            # The seller part of compensation granted after payout, taken back from the shop's transfer.
+            return await reversals.reverse_due(sessions, gateway=gateway)
+
+        jobs.append(Job("reverse-transfers", settings.worker_poll_seconds, reverse_transfers, own_transactions=True))
     return jobs
 
 

@@ -29,6 +29,10 @@ class FakeEscrow:
         self.transfer_sources: dict[str, str | None] = {}  # transfer_group -> source_transaction
         # transfer group (the order id) -> errors to raise on its next transfers (before the key is known)
         self.fail_transfers_of: dict[str, list[PaymentProviderError]] = {}
+        self.reversals: dict[str, ProviderReversal] = {}  # by idempotency key
+        self.reversal_calls: list[tuple[str, str, int]] = []  # (idempotency key, transfer id, amount)
+        # idempotency key -> errors to raise on its next reversals (``insufficient_balance`` on demand)
+        self.fail_reversals_for: dict[str, list[PaymentProviderError]] = {}
 
     async def refund(
         self,
@@ -82,7 +86,23 @@ class FakeEscrow:
     async def reverse_transfer(
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal:
-        return ProviderReversal(id=f"trr_{uuid.uuid4().hex[:16]}", amount=amount, currency="EUR")
+        self.reversal_calls.append((idempotency_key, transfer_id, amount))
+        await asyncio.sleep(0)  # let concurrent workers interleave here
+        if self.fail_reversals_for.get(idempotency_key):
+            raise self.fail_reversals_for[idempotency_key].pop(0)
+        if idempotency_key not in self.reversals:
+            self.reversals[idempotency_key] = ProviderReversal(
+                id=f"trr_{uuid.uuid4().hex[:16]}", amount=amount, currency="EUR"
+            )
+        return self.reversals[idempotency_key]
+
+    def refuse_reversal(self, idempotency_key: str) -> None:
+        """Stripe's answer when the connected account's balance cannot cover the reversal."""
+        self.fail_reversals_for.setdefault(idempotency_key, []).append(
+            PaymentProviderError(
+                "Insufficient funds in the connected account", code="balance_insufficient", transient=False
+            )
+        )
 
     async def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer:
         raise PaymentProviderError(f"No such transfer: '{transfer_id}'", code="resource_missing", transient=False)

@@ -16,6 +16,9 @@ Accounts used so far:
   platform_commission the marketplace's commission, earned when an order is released (revenue)
   seller_debt        what a shop owes the marketplace (asset, per shop: party_id): its compensation passed
                      its share; netted from its next releases
+  seller_recoverable what a shop is to give back of money already transferred to it (asset, per shop): the
+                     seller part of a compensation granted after its payout, until the transfer is reversed
+                     (back to ``provider_balance``) or the provider refuses (it becomes ``seller_debt``)
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
@@ -50,6 +53,7 @@ class Account(StrEnum):
     TRANSFERS_IN_FLIGHT = "transfers_in_flight"
     PLATFORM_COMMISSION = "platform_commission"
     SELLER_DEBT = "seller_debt"
+    SELLER_RECOVERABLE = "seller_recoverable"
 
 
 class TransactionKind(StrEnum):
@@ -66,6 +70,9 @@ class TransactionKind(StrEnum):
     TRANSFER_PAID = "transfer_paid"
     RELEASE_REVERSED = "release_reversed"
     DEBT_RECORDED = "debt_recorded"
+    RECOVERY_OPENED = "recovery_opened"
+    TRANSFER_REVERSED = "transfer_reversed"
+    RECOVERY_DEBT = "recovery_debt"
 
 
 class UnbalancedTransaction(ValueError):

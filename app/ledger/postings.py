@@ -186,3 +186,35 @@ def debt_entries(*, escrow_left: int, commission: int, currency: str, seller_id:
         Entry(Account.SELLER_DEBT, debt, currency, seller_id),
     ]
     return [e for e in entries if e.amount]
+
+
+# --- recovering from a shop after its payout (transfer reversal or debt) --------------------------------
+
+
+def recovery_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """The seller part of a compensation granted after the order's payout: the grant took it from the
+    order's escrow, which the release already closed, so it is put back there and is recoverable from the
+    shop instead (the escrow stays at zero, never negative)."""
+    if amount <= 0:
+        raise ValueError("a recovery is of a positive amount")
+    return [
+        Entry(Account.ESCROW, -amount, currency, seller_id),
+        Entry(Account.SELLER_RECOVERABLE, amount, currency, seller_id),
+    ]
+
+
+def transfer_reversed_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """The provider reversed the shop's transfer by ``amount``: the money is back on the marketplace's balance."""
+    return [
+        Entry(Account.PROVIDER_BALANCE, amount, currency),
+        Entry(Account.SELLER_RECOVERABLE, -amount, currency, seller_id),
+    ]
+
+
+def recovery_debt_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """The transfer cannot be reversed (the shop's balance cannot cover it): what is recoverable becomes the
+    shop's debt, netted from its next releases."""
+    return [
+        Entry(Account.SELLER_RECOVERABLE, -amount, currency, seller_id),
+        Entry(Account.SELLER_DEBT, amount, currency, seller_id),
+    ]

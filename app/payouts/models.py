@@ -170,3 +170,34 @@ class Payout(Base):
     # that was blocked first. Stripe keeps idempotency keys 24 h from the first attempt, which follows it.
     released_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
+
+
+class TransferReversal(Base):
+    """The seller part of a compensation granted after the order's payout, to take back from the shop's
+    transfer: one per refund, written in the grant's transaction (the buyer's refund never waits for it).
+    The worker reverses the transfer with a key derived from the refund; ``succeeded`` (the ``trr_`` id)
+    or ``debt`` when the provider refuses (the shop's balance cannot cover it: netted from its next release)."""
+
+    __tablename__ = "transfer_reversals"
+    __table_args__ = (
+        Index(
+            "ix_transfer_reversals_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_transfer_reversals_payout", "payout_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # rev_...
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    refund_id: Mapped[str] = mapped_column(ForeignKey("refunds.id"), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, debt
+    provider_ref: Mapped[str | None] = mapped_column(String(255))  # trr_...
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -37,7 +37,8 @@ def read(payout: Payout) -> PayoutRead:
     )
 
 
-async def announce(session: AsyncSession, payout: Payout, now: datetime) -> None:
+async def announce(session: AsyncSession, payout: Payout, now: datetime, *, webhook: bool = True) -> None:
+    """``webhook=False``: the WebSocket only (a reversal changed the payout, not its status)."""
     data = read(payout)
     await events.append(
         session,
@@ -50,7 +51,7 @@ async def announce(session: AsyncSession, payout: Payout, now: datetime) -> None
         payload=data,
         now=now,
     )
-    if payout.status in ANNOUNCED:
+    if webhook and payout.status in ANNOUNCED:
         event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{payout.id}:{payout.status}').hex}"
         await webhooks.enqueue(
             session, event_type=f"payout.{payout.status}", event_id=event_id, data=msgspec.to_builtins(data), now=now

@@ -27,7 +27,7 @@ from app.orders.models import Order
 from app.orders.service import readable_orders
 from app.orders.service import resource_of as order_resource
 from app.paging import newest_first_key, next_cursor, older_than, window
-from app.payouts import credit, rules
+from app.payouts import credit, reversals, rules
 from app.payouts.models import CreditNote, PromoCode, Refund
 from app.payouts.reactions import Committed, PromoIssued
 from app.payouts.refund_events import refund_updated
@@ -180,6 +180,7 @@ async def grant_refund(
     await session.flush()
     if data.kind == RefundKind.CREDIT:
         number = await credit.issue_credit_note(session, refund, buyer_id=order.buyer_id, seller_id=order.seller_id)
+        await reversals.open_recovery(session, refund, order, now)
         await announce(session, refund, now)
         return _read(refund, credit_note=number)
     if data.kind == RefundKind.PROMO_CODE:
@@ -192,6 +193,7 @@ async def grant_refund(
         )
         if data.dispute_id is not None and promo_issued is not None:
             await promo_issued(session, promo, data.dispute_id, order.id)
+        await reversals.open_recovery(session, refund, order, now)
         await announce(session, refund, now)
         return await _read_one(session, refund, actor)  # a shop granting it does not see the code either
     await posting.post(
@@ -202,6 +204,8 @@ async def grant_refund(
         order_id=order.id,
         provider_id=None,  # not sent yet: the provider's refund id comes with the answer
     )
+    # Refund first, recover second: after the order's payout the shop's part is taken back from its transfer.
+    await reversals.open_recovery(session, refund, order, now)
     await updated(session, refund)
     return _read(refund)
 

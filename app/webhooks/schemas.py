@@ -20,6 +20,8 @@ EVENT_TYPES = (
     "refund.failed",
     "payout.paid",
     "payout.failed",
+    "payout.reversed",
+    "seller.debt_recorded",
 )
 
 

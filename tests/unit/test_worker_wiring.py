@@ -21,8 +21,9 @@ EVERY_JOB = [
     "deliver-webhooks",
     "pay-refunds",
     "release-escrow",
+    "reverse-transfers",
 ]
-NEEDS_GATEWAY = ("pay-refunds", "release-escrow")
+NEEDS_GATEWAY = ("pay-refunds", "release-escrow", "reverse-transfers")
 
 
 def settings_for(tmp_path: Path, **overrides: str) -> Settings:
