@@ -225,12 +225,14 @@ async def _record_one(
         session,
         event_type="payout.reversed",
         event_id=event_id,
-        data={
-            "payout": msgspec.to_builtins(data),
-            "reversal_id": reversal.id,
-            "refund_id": reversal.refund_id,
-            "amount": {"amount": reversal.amount, "currency": reversal.currency},
-            "provider_ref": answer.id,
+        data={  # the payout as ``payout.paid`` shows it, and this reversal
+            **msgspec.to_builtins(data),
+            "reversal": {
+                "reversal_id": reversal.id,
+                "refund_id": reversal.refund_id,
+                "amount": {"amount": reversal.amount, "currency": reversal.currency},
+                "provider_ref": answer.id,
+            },
         },
         now=now,
     )

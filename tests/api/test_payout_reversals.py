@@ -6,6 +6,7 @@ PostgreSQL. Orders are delivered and released "in 2001", like tests/api/test_pay
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.payouts.gateway import PaymentProviderError
 from app.payouts.models import TransferReversal
 from app.settings import Settings
 from tests.api.test_payouts import delivered_case, delivered_case_for_shop, payout_of, run_release
-from tests.factories import Case, Tokens, World, grant, ledger_is_balanced, money, pay, uid
+from tests.factories import Case, Tokens, World, deactivate_all, grant, ledger_is_balanced, money, pay, subscribe, uid
 from tests.fakes import FakeEscrow
 
 
@@ -223,3 +224,44 @@ def test_two_reversal_passes_at_once_reverse_the_transfer_once(
     assert payout is not None
     assert payout["reversed"] == money(600)
     assert [r.status for r in reversal_rows(settings, refund["refund_id"])] == ["succeeded"]
+
+
+def test_a_reversal_and_a_debt_are_announced_to_the_marketplace(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings
+) -> None:
+    admin = auth("admin")
+    endpoint = subscribe(client, admin, "https://127.0.0.1:9/hooks", ["payout.reversed", "seller.debt_recorded"])
+    try:
+        escrow = FakeEscrow()
+        reversed_case = released_case(client, auth, world, settings, escrow)
+        indebted = released_case(client, auth, world, settings, escrow)
+        grant(
+            client,
+            reversed_case.arbitrator,
+            order_id=reversed_case.order_id,
+            kind="credit",
+            amount=money(700),
+            funded_by="seller",
+        )
+        refused = grant(
+            client,
+            indebted.arbitrator,
+            order_id=indebted.order_id,
+            kind="credit",
+            amount=money(900),
+            funded_by="seller",
+        )
+        escrow.refuse_reversal(reversals.reversal_key(refused["refund_id"]))
+        run_reversals(settings, escrow)
+        log = client.get(
+            f"/v1/webhook-endpoints/{endpoint['endpoint_id']}/deliveries", params={"limit": 200}, headers=admin
+        ).json()["items"]
+        sent = {json.loads(d["payload"])["data"]["order_id"]: json.loads(d["payload"]) for d in log}
+        assert sent[reversed_case.order_id]["type"] == "payout.reversed"
+        assert sent[reversed_case.order_id]["data"]["reversed"] == money(700)
+        assert sent[reversed_case.order_id]["data"]["reversal"]["amount"] == money(700)
+        assert sent[indebted.order_id]["type"] == "seller.debt_recorded"
+        assert sent[indebted.order_id]["data"]["amount"] == money(900)
+        assert sent[indebted.order_id]["data"]["seller_id"] == indebted.shop
+    finally:
+        deactivate_all(client, admin)
