@@ -73,6 +73,7 @@ class TransactionKind(StrEnum):
     RECOVERY_OPENED = "recovery_opened"
     TRANSFER_REVERSED = "transfer_reversed"
     RECOVERY_DEBT = "recovery_debt"
+    RECOVERY_CANCELED = "recovery_canceled"
 
 
 class UnbalancedTransaction(ValueError):

@@ -194,7 +194,7 @@ class TransferReversal(Base):
     refund_id: Mapped[str] = mapped_column(ForeignKey("refunds.id"), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, debt
+    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, debt, canceled (the refund failed)
     provider_ref: Mapped[str | None] = mapped_column(String(255))  # trr_...
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -12,6 +12,10 @@ on the ledger with the ``trr_`` id, the payout's ``reversed`` grows, ``payout.re
 provider refuses (``balance_insufficient``...), ``debt`` (``recovery_debt``: the shop's ``seller_debt``,
 netted from its next release by ``release_split``; ``seller.debt_recorded``). Transient errors are
 retried with the same key.
+
+A reversal waits for its refund to have ``succeeded`` (a credit note or promo code has at its grant): the
+shop's money is taken back only once the buyer has it. A provider refund refused before that cancels
+the reversal and undoes the recovery (``cancel_recovery``, called by the settlement).
 """
 
 from __future__ import annotations
@@ -29,19 +33,24 @@ from app import outbox
 from app.db import utcnow
 from app.ledger import posting
 from app.ledger.posting import TransactionKind
-from app.ledger.postings import recovery_debt_entries, recovery_entries, transfer_reversed_entries
+from app.ledger.postings import (
+    recovery_debt_entries,
+    recovery_entries,
+    reversal_entries,
+    transfer_reversed_entries,
+)
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.payouts import payout_events
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderReversal
 from app.payouts.models import Payout, Refund, TransferReversal
-from app.payouts.schemas import PayoutStatus
+from app.payouts.schemas import PayoutStatus, RefundStatus
 from app.webhooks import service as webhooks
 
 LEASE = timedelta(seconds=60)
 GIVE_UP_AFTER = timedelta(hours=23)  # Stripe keeps idempotency keys 24 h (see settlement.py)
 BATCH = 50
-PENDING, SUCCEEDED, DEBT = "pending", "succeeded", "debt"
+PENDING, SUCCEEDED, DEBT, CANCELED = "pending", "succeeded", "debt", "canceled"
 
 
 def reversal_key(refund_id: str) -> str:
@@ -121,6 +130,29 @@ async def _record_debt(
     )
 
 
+async def cancel_recovery(session: AsyncSession, refund: Refund, now: datetime) -> None:
+    """The provider refused the refund (its issue is reversed): nothing is to be taken back from the shop.
+    Only while nothing was taken yet (the reversal still pending, no debt recorded for it)."""
+    recovered = await posting.entries_of(session, f"refund:{refund.id}:recovery")
+    if not recovered or await posting.entries_of(session, f"refund:{refund.id}:recovery_debt"):
+        return
+    reversal = await session.scalar(
+        select(TransferReversal).where(TransferReversal.refund_id == refund.id).with_for_update()
+    )
+    if reversal is not None and reversal.status != PENDING:
+        return
+    if reversal is not None:
+        reversal.status, reversal.failure_reason, reversal.updated_at = CANCELED, "the refund failed", now
+    await posting.post(
+        session,
+        kind=TransactionKind.RECOVERY_CANCELED,
+        reference=f"refund:{refund.id}:recovery_canceled",
+        entries=reversal_entries(recovered),
+        order_id=refund.order_id,
+        provider_id=None,
+    )
+
+
 # --- the worker (the leased outbox) ---------------------------------------------------------------------
 
 
@@ -150,7 +182,12 @@ async def claim_due(
             created_at=reversal.created_at,
         )
 
-    query = select(TransferReversal, Payout.provider_ref).join(Payout, Payout.id == TransferReversal.payout_id)
+    query = (
+        select(TransferReversal, Payout.provider_ref)
+        .join(Payout, Payout.id == TransferReversal.payout_id)
+        .join(Refund, Refund.id == TransferReversal.refund_id)
+        .where(Refund.status == RefundStatus.SUCCEEDED.value)  # the buyer has the money first
+    )
     return await outbox.claim(sessions, query, table=TransferReversal, now=now, batch=batch, lease=lease, take=take)
 
 

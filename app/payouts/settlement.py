@@ -26,7 +26,7 @@ from app.ledger import posting
 from app.ledger.posting import TransactionKind
 from app.ledger.postings import issue_entries, late_failure_entries, paid_entries, reversal_entries
 from app.orders.models import Order
-from app.payouts import provider_events
+from app.payouts import provider_events, reversals
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.models import Refund
 from app.payouts.reactions import RefundSettled
@@ -196,6 +196,7 @@ async def _fail(
         order_id=refund.order_id,
         provider_id=refund.provider_ref,
     )
+    await reversals.cancel_recovery(session, refund, now)  # granted after payout: nothing to take back now
     await announce(session, refund, now)
     if on_settled is not None:
         await on_settled(session, refund, now)

@@ -163,6 +163,9 @@ def test_a_refused_reversal_becomes_the_shops_debt_netted_from_its_next_release(
         client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_500), funded_by="seller"
     )
     escrow.refuse_reversal(reversals.reversal_key(refund["refund_id"]))
+    run_reversals(settings, escrow)  # the buyer's refund is not paid yet: the shop's money is not taken yet
+    assert escrow.reversal_calls == []
+    pay(settings, escrow)
     run_reversals(settings, escrow)
     (row,) = reversal_rows(settings, refund["refund_id"])
     assert row.status == "debt"
@@ -265,3 +268,22 @@ def test_a_reversal_and_a_debt_are_announced_to_the_marketplace(
         assert sent[indebted.order_id]["data"]["seller_id"] == indebted.shop
     finally:
         deactivate_all(client, admin)
+
+
+def test_a_refund_the_provider_refuses_after_release_takes_nothing_from_the_shop(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    escrow = FakeEscrow()
+    case = released_case(client, auth, world, settings, escrow)
+    refund = grant(
+        client, case.arbitrator, order_id=case.order_id, kind="partial", amount=money(1_000), funded_by="seller"
+    )
+    escrow.fail_for[refund["refund_id"]] = [PaymentProviderError("card closed", code="x", transient=False)]
+    pay(settings, escrow)
+    assert client.get(f"/v1/refunds/{refund['refund_id']}", headers=case.arbitrator).json()["status"] == "failed"
+    run_reversals(settings, escrow)
+    assert escrow.reversal_calls == []
+    assert [r.status for r in reversal_rows(settings, refund["refund_id"])] == ["canceled"]
+    assert account_total(settings, case.order_id, "escrow") == 0
+    assert account_total(settings, case.order_id, "seller_recoverable") == 0
+    assert ledger_is_balanced(settings)

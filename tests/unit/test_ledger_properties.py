@@ -238,8 +238,8 @@ def recapture(book: Book, model: Model, op: Recapture) -> None:
 def refund(book: Book, model: Model, op: Refund) -> None:
     if op.amount > model.refundable(op.order_id):  # 422 refund.exceeds_refundable
         return
-    # A refund the provider refuses after the shop's part was recovered is not handled yet (docs/api.md).
-    if op.order_id in model.released and op.outcome in ("reversed", "paid_then_failed"):
+    # A refund that fails after it succeeded, once the shop's part was recovered, is not handled yet.
+    if op.order_id in model.released and op.outcome == "paid_then_failed":
         return
     buyer, shop = ORDERS[op.order_id]
     cur = model.currency[op.order_id]
@@ -249,6 +249,11 @@ def refund(book: Book, model: Model, op: Refund) -> None:
     )
     paid = postings.paid_entries(op.amount, cur)
     if op.outcome == "reversed":  # the provider refused: as if nothing happened
+        if op.order_id in model.released and seller_part:  # after payout: recovered, then canceled untouched
+            recovered = book.post(K.RECOVERY_OPENED, op.order_id, postings.recovery_entries(seller_part, cur, shop))
+            book.post(K.REFUND_REVERSED, op.order_id, postings.reversal_entries(issued))
+            book.post(K.RECOVERY_CANCELED, op.order_id, postings.reversal_entries(recovered))
+            return
         book.post(K.REFUND_REVERSED, op.order_id, postings.reversal_entries(issued))
         return
     if op.outcome == "paid_then_failed":  # paid, then failed at the provider (a closed card): money back
@@ -447,6 +452,7 @@ def test_the_model_sees_every_builder() -> None:
         Compensate("credit", "o2", 9_900, 100, 0),
         Release("o2", 10, transfer_fails=False),
         Refund("o1", 100, 100, "paid"),  # after release: the transfer reversed
+        Refund("o1", 100, 100, "reversed"),  # after release, refused by the provider: the recovery canceled
         Compensate("credit", "o1", 50, 100, 0, recovery_refused=True),  # refused: a debt
     ]
     book, _ = replay([10_000, 10_000, 10_000], ops)
