@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Row, Select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 logger = logging.getLogger("sav.outbox")
@@ -96,6 +96,23 @@ async def work(
     outcomes = await asyncio.gather(*(act(item) for item in claimed))
     await record(list(zip(claimed, outcomes, strict=True)))
     return len(claimed)
+
+
+Row_ = TypeVar("Row_")
+
+
+async def lock_rows(session: AsyncSession, model: type[Row_], ids: Sequence[str]) -> dict[str, Row_]:
+    """The rows of ``model`` with these ids, locked in id order (so two recorders never deadlock) and read
+    afresh (another worker or a webhook may have settled them since they were claimed)."""
+    id_column: Any = model.id  # type: ignore[attr-defined]
+    rows = await session.scalars(
+        select(model)
+        .where(id_column.in_(list(ids)))
+        .order_by(id_column)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {row.id: row for row in rows}  # type: ignore[attr-defined]
 
 
 async def record_outcomes(

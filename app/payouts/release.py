@@ -249,14 +249,7 @@ Answered = tuple[Claimed, ProviderTransfer | PaymentProviderError]
 
 async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answered], *, now: datetime) -> list[str]:
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
-        rows = await session.scalars(
-            select(Payout)
-            .where(Payout.id.in_([item.payout_id for item, _ in batch]))
-            .order_by(Payout.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        by_id = {payout.id: payout for payout in rows}
+        by_id = await outbox.lock_rows(session, Payout, [item.payout_id for item, _ in batch])
         return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
 
     return await outbox.record_outcomes(

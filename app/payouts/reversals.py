@@ -208,14 +208,7 @@ Answered = tuple[Claimed, ProviderReversal | PaymentProviderError]
 
 async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answered], *, now: datetime) -> list[str]:
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
-        rows = await session.scalars(
-            select(TransferReversal)
-            .where(TransferReversal.id.in_([item.reversal_id for item, _ in batch]))
-            .order_by(TransferReversal.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        by_id = {r.id: r for r in rows}
+        by_id = await outbox.lock_rows(session, TransferReversal, [item.reversal_id for item, _ in batch])
         return [await _record_one(session, by_id.get(item.reversal_id), item, answer, now) for item, answer in batch]
 
     return await outbox.record_outcomes(

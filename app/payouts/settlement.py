@@ -115,14 +115,7 @@ async def record(
     lease expires, and the next pass asks the provider again with its key."""
 
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
-        rows = await session.scalars(
-            select(Refund)
-            .where(Refund.id.in_([item.refund_id for item, _ in batch]))
-            .order_by(Refund.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        by_id = {refund.id: refund for refund in rows}
+        by_id = await outbox.lock_rows(session, Refund, [item.refund_id for item, _ in batch])
         return [
             await _record_one(session, by_id.get(item.refund_id), item, answer, now, on_settled)
             for item, answer in batch
