@@ -38,7 +38,7 @@ from app.ledger.postings import debt_entries, release_entries, reversal_entries,
 from app.ledger.views import money_columns
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
-from app.payouts import payout_events
+from app.payouts import payout_events, reallocation
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderTransfer
 from app.payouts.models import Payout, Refund
 from app.payouts.rules import release_split
@@ -123,7 +123,8 @@ async def open_payouts(session: AsyncSession, *, now: datetime, hold: timedelta,
 async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payout | None, now: datetime) -> None:
     escrow_left = -await _sum(session, LedgerEntry.order_id == order.id, Account.ESCROW, order.currency)
     debt = await _sum(session, LedgerEntry.party_id == shop.id, Account.SELLER_DEBT, order.currency)
-    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt)
+    owed = -await _sum(session, LedgerEntry.party_id == shop.id, Account.SELLER_OWED, order.currency)
+    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt, owed=owed)
     if payout is None:
         payout = Payout(
             id=f"po_{uuid.uuid4().hex}",
@@ -148,6 +149,7 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
         "commission": order.commission_amount,
         "currency": order.currency,
         "seller_id": shop.id,
+        "owed_paid": split.owed_paid,
     }
     if split.debt_recorded:
         kind, entries = TransactionKind.DEBT_RECORDED, debt_entries(**parts)
@@ -308,6 +310,9 @@ async def _fail(session: AsyncSession, payout: Payout, reason: str, now: datetim
     order = await session.get(Order, payout.order_id, options=[noload(Order.lines)])
     if order is not None and order.escrow_status == EscrowStatus.RELEASED.value:
         order.escrow_status = EscrowStatus.HELD.value
+    # Compensation granted while the transfer was pending was to be recovered from it: the escrow is open
+    # again, so its seller part goes back there (the next release nets it) and its reversal is canceled.
+    await reallocation.payout_failed(session, payout, now)
     await payout_events.announce(session, payout, now)
 
 
