@@ -251,6 +251,11 @@ Answered = tuple[Claimed, ProviderTransfer | PaymentProviderError]
 
 async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answered], *, now: datetime) -> list[str]:
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
+        # A refusal puts the order's escrow back (``_fail``): those orders are locked before the payouts,
+        # in the order a grant locks them (order, then its payout), so the two never deadlock.
+        refused = [item.order_id for item, answer in batch if isinstance(answer, PaymentProviderError)]
+        if refused:
+            await outbox.lock_rows(session, Order, refused)
         by_id = await outbox.lock_rows(session, Payout, [item.payout_id for item, _ in batch])
         return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
 
