@@ -104,8 +104,9 @@ ORDERS: list[tuple[str, str, str, list[tuple[str, str, str, int, int]], int | No
 
 
 def charge_id_of(order_id: str) -> str:
-    """The card charge behind a demo order (created at the local Stripe server by ``make demo``)."""
-    return f"ch_demo_{order_id}"
+    """The card charge behind a demo order (created at the local Stripe server by ``make demo``). Letters,
+    digits and ``_`` only, as Stripe's ids: a provider event naming anything else is rejected as malformed."""
+    return f"ch_demo_{order_id.replace('-', '_')}"
 
 
 def order_totals() -> dict[str, int]:

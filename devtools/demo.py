@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         seed_charges(url)
         print(
-            f"\nLocal Stripe server on {url}: the worker pays the demo's card refunds through it.\n"
+            f"\nLocal Stripe server on {url}: the worker pays the demo's card refunds and payouts through it\n"
+            f"(its transfers and their reversals: curl -s -u {API_KEY}: {url}/v1/transfers).\n"
             f"The refund of the {SLOW_REFUND_ORDER} dispute stays pending at the bank (the dispute waits in "
             f"`resolving`); settle it as the bank would, and its webhook resolves the dispute:\n"
             f"  curl -s {url}/_control/refunds_total?charge={charge_id_of(SLOW_REFUND_ORDER)}\n"
