@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,7 +74,23 @@ def test_make_demo_pays_its_card_refunds_through_the_local_stripe_server(tmp_pat
             items = api.get("/v1/disputes", params={"limit": 50}).json()["items"]
             return str(next(d["status"] for d in items if d["order_id"] == "ord-2007"))
 
-        wait_until(lambda: dispute_of_ord_2007() == "resolved", "the slow refund's dispute resolved by its webhook")
+        wait_until(lambda: dispute_of_ord_2007() == "resolved", "the slow refund's dispute resolved")
+        # Stripe's webhook about it was read (applied, or ignored if the worker asked first), none rejected.
+        finance = next(line.split("=", 1)[1].strip() for line in output if "TOKEN_FINANCE_FATOU" in line)
+
+        def events() -> list[dict[str, Any]]:
+            found = httpx.get(
+                f"http://127.0.0.1:{port}/v1/provider-events",
+                params={"limit": 50},
+                headers={"Authorization": f"Bearer {finance}"},
+            )
+            return found.json()["items"]  # type: ignore[no-any-return]
+
+        wait_until(
+            lambda: any(e["type"] == "refund.updated" and e["provider_refund_id"] == slow[0]["id"] for e in events()),
+            "the slow refund's webhook",
+        )
+        assert [(e["type"], e["reason"]) for e in events() if e["status"] == "rejected"] == []
     finally:
         demo.terminate()
         demo.wait(20)
