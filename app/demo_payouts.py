@@ -34,7 +34,7 @@ from app.payouts.schemas import PayoutStatus, RefundCreate, RefundKind
 from app.settings import Settings
 
 # The shop that empties its connected account before its refund is recovered (so the reversal is refused).
-DRAINED_SHOP, DRAINED_ACCOUNT = "shop-bikes", "acct_demo_bikes"
+DRAINED_ACCOUNT = "acct_demo_bikes"  # Vélos du Coin's
 FIRST_RELEASED = ("ord-3001", "ord-3002")
 RELEASED_AGO = timedelta(days=15)
 # (source key, order, the shop member granting it, amount, reason): seller-funded, granted after payout.
