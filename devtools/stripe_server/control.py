@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class Fault:
     path: str  # exact, or a glob: "/v1/transfers/*/reversals", "/v1/transfers*"
     method: str
-    # "error_500" (before applying), "drop_after_apply" (apply, then close the connection unanswered) or
-    # "hold_after_apply" (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
+    # "error_500" (before applying), "error_500_after_apply" (apply and keep the answer for the key, then
+    # answer 500), "drop_after_apply" (apply, then close the connection unanswered) or "hold_after_apply"
+    # (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
     mode: str
     remaining: int
     hold_ms: int = 0
@@ -47,6 +48,8 @@ class Fault:
 FAULT_MODES = {
     "error_500": "error_500",
     "500": "error_500",
+    "error_500_after_apply": "error_500_after_apply",
+    "500_after_apply": "error_500_after_apply",
     "drop": "drop_after_apply",
     "drop_after_apply": "drop_after_apply",
     "hold": "hold_after_apply",
@@ -90,7 +93,9 @@ def control_action(server: StripeServer, method: str, name: str, params: dict[st
         if method == "POST":
             mode = FAULT_MODES.get(get_str(params, "mode") or "error_500")
             if mode is None:
-                raise invalid("mode must be error_500, drop_after_apply or hold_after_apply", param="mode")
+                raise invalid(
+                    "mode must be error_500, error_500_after_apply, drop_after_apply or hold_after_apply", param="mode"
+                )
             fault = Fault(
                 path=get_str(params, "path", required=True) or "",
                 method=(get_str(params, "method") or "POST").upper(),

@@ -364,6 +364,18 @@ def test_a_transfer_applied_then_unanswered_is_replayed_to_the_retry(server: Str
     }
 
 
+def test_a_transfer_applied_then_answered_500_is_replayed_to_the_retry(server: StripeServerProcess) -> None:
+    seller = shop(server)
+    ch = charge(server, 1000)
+    server.ctl("POST", "faults", path="/v1/transfers", mode="error_500_after_apply", count=1)
+    with pytest.raises(stripe.APIError):
+        transfer(server, "release:p5", amount=300, destination=seller.id, source_transaction=ch.id)
+    assert available(server, seller.id) == {"eur": 300}  # applied, though the caller saw a 500
+    replay = transfer(server, "release:p5", amount=300, destination=seller.id, source_transaction=ch.id)
+    assert replay.last_response.headers["Idempotent-Replayed"] == "true"
+    assert (replay.amount, server.ctl("GET", "transfers_total", destination=seller.id)["transfers"]) == (300, 1)
+
+
 def test_a_reversal_applied_then_unanswered_is_replayed_to_the_sdk_retry(server: StripeServerProcess) -> None:
     seller = shop(server)
     made = transfer(server, amount=800, destination=seller.id, source_transaction=charge(server, 1000).id)
