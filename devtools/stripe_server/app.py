@@ -303,4 +303,6 @@ def _as_form(value: Any) -> Any:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, indent=2).encode()
+    # Compact: Stripe indents its answers, but ``indent`` makes ``json`` fall back from its C encoder to
+    # pure Python, which was a sixth of this server's time per request (bench/release.py).
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -464,3 +464,24 @@ def test_the_test_clock_gives_new_objects_the_created_a_test_chooses(server: Str
     with pytest.raises(stripe.InvalidRequestError) as unknown_bound:
         movements(server, created={"eq": start})
     assert unknown_bound.value.param == "created[eq]"
+
+
+def test_bulk_seeded_charges_are_real_charges_that_fund_transfers_and_are_not_made_twice(
+    server: StripeServerProcess,
+) -> None:
+    made = server.ctl("POST", "charges/bulk", id_prefix="ch_bulk_", count=3, amount=5000, currency="eur")
+    assert made == {"created": 3, "existing": 0}
+    again = server.ctl("POST", "charges/bulk", id_prefix="ch_bulk_", count=4, amount=5000, currency="eur")
+    assert again == {"created": 1, "existing": 3}
+    client = server.client()
+    seeded = client.v1.charges.retrieve("ch_bulk_2")
+    assert (seeded.amount, seeded.currency, seeded.status, seeded.amount_refunded) == (5000, "eur", "succeeded", 0)
+    assert available(server)["eur"] == 4 * 5000
+    account = shop(server)
+    first = transfer(server, amount=4500, destination=account.id, source_transaction="ch_bulk_2")
+    assert first.source_transaction == "ch_bulk_2"
+    with pytest.raises(stripe.InvalidRequestError) as refused:  # the charge holds 500 more, not 600
+        transfer(server, amount=600, destination=account.id, source_transaction="ch_bulk_2")
+    assert refused.value.code == "balance_insufficient"
+    bad = server.control.post("/_control/charges/bulk", json={"id_prefix": "py_", "count": 1, "amount": 1})
+    assert bad.status_code == 400
