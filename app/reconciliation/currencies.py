@@ -48,11 +48,21 @@ def exponent(currency: str) -> int:
     return 2
 
 
+# The form exports write ("-12.34": exactly the currency's decimals, and few enough digits to stay within
+# MAX_AMOUNT), read without splitting: a million rows have three amounts each, most of a row's work.
+EXACT = {
+    places: re.compile(rf"-?[0-9]{{1,{13 - places}}}" + (rf"\.[0-9]{{{places}}}" if places else ""))
+    for places in (0, 2, 3)
+}
+
+
 def parse_minor(text: str, places: int) -> int:
     """``text`` (decimal major units) as signed minor units with ``places`` decimals, exactly.
 
     More decimals than ``places`` are accepted only when the extra ones are zeros ("12.340" in EUR).
     """
+    if EXACT[places].fullmatch(text) is not None:
+        return int(text.replace(".", "", 1))
     found = _AMOUNT.fullmatch(text.strip())
     if found is None:
         raise InvalidAmount(f"not a decimal amount: {text!r}")

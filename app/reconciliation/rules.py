@@ -8,7 +8,7 @@ failure (``re_1`` again, money back) are two keys, each matched on its own.
 Only ledger transactions with a provider id AND an entry on ``provider_balance`` are provider movements
 (a refund granted but not yet sent, a release before its transfer, a refund refused before it was paid
 move nothing at the provider). Their amount is the sum of their ``provider_balance`` entries, signed as
-the provider's balance: capture +, refund −, refund failure +, transfer −, transfer reversal +.
+the provider's balance: capture +, refund -, refund failure +, transfer -, transfer reversal +.
 """
 
 from __future__ import annotations
