@@ -38,7 +38,7 @@ from app.ledger.postings import debt_entries, release_entries, reversal_entries,
 from app.ledger.views import money_columns
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
-from app.payouts import payout_events
+from app.payouts import payout_events, reallocation
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderTransfer
 from app.payouts.models import Payout, Refund
 from app.payouts.rules import release_split
@@ -123,7 +123,8 @@ async def open_payouts(session: AsyncSession, *, now: datetime, hold: timedelta,
 async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payout | None, now: datetime) -> None:
     escrow_left = -await _sum(session, LedgerEntry.order_id == order.id, Account.ESCROW, order.currency)
     debt = await _sum(session, LedgerEntry.party_id == shop.id, Account.SELLER_DEBT, order.currency)
-    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt)
+    owed = -await _sum(session, LedgerEntry.party_id == shop.id, Account.SELLER_OWED, order.currency)
+    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt, owed=owed)
     if payout is None:
         payout = Payout(
             id=f"po_{uuid.uuid4().hex}",
@@ -148,6 +149,7 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
         "commission": order.commission_amount,
         "currency": order.currency,
         "seller_id": shop.id,
+        "owed_paid": split.owed_paid,
     }
     if split.debt_recorded:
         kind, entries = TransactionKind.DEBT_RECORDED, debt_entries(**parts)
@@ -249,6 +251,11 @@ Answered = tuple[Claimed, ProviderTransfer | PaymentProviderError]
 
 async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answered], *, now: datetime) -> list[str]:
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
+        # A refusal puts the order's escrow back (``_fail``): those orders are locked before the payouts,
+        # in the order a grant locks them (order, then its payout), so the two never deadlock.
+        refused = [item.order_id for item, answer in batch if isinstance(answer, PaymentProviderError)]
+        if refused:
+            await outbox.lock_rows(session, Order, refused)
         by_id = await outbox.lock_rows(session, Payout, [item.payout_id for item, _ in batch])
         return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
 
@@ -308,6 +315,9 @@ async def _fail(session: AsyncSession, payout: Payout, reason: str, now: datetim
     order = await session.get(Order, payout.order_id, options=[noload(Order.lines)])
     if order is not None and order.escrow_status == EscrowStatus.RELEASED.value:
         order.escrow_status = EscrowStatus.HELD.value
+    # Compensation granted while the transfer was pending was to be recovered from it: the escrow is open
+    # again, so its seller part goes back there (the next release nets it) and its reversal is canceled.
+    await reallocation.payout_failed(session, payout, now)
     await payout_events.announce(session, payout, now)
 
 
