@@ -66,8 +66,6 @@ class Settings:
     reconciliation_edge_seconds: int = 3_600
     # Where uploaded exports are kept while they are reconciled; empty: <attachments_dir>/reconciliations.
     reconciliation_dir: str = ""
-    # The largest export accepted by POST /v1/reconciliations (bytes; it is streamed to disk, never held).
-    reconciliation_max_upload_bytes: int = 2 * 1024**3
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"

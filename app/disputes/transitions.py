@@ -105,7 +105,7 @@ async def write(
     return from_status
 
 
-# A dispute freezes its order's escrow while it is in a status before `resolved` (SPEC 8.1): reaching
+# A dispute freezes its order's escrow while it is in a status before `resolved` (docs/api.md, Payouts): reaching
 # `resolved` (or `closed`) lets the release go on; a reopen or an appeal freezes it again, unless the
 # escrow was released meanwhile (then a new decision recovers through reversals, app/payouts/reversals.py).
 SETTLED = frozenset({Status.RESOLVED.value, Status.CLOSED.value})
