@@ -49,7 +49,7 @@ def book(settings: Settings, batches: list[list[LedgerTx]]) -> None:
                                 "order_id": order,
                                 "created_at": at,
                                 "reference": f"recon-test:{tx}",
-                            }  # fmt: skip
+                            }
                             for tx, kind, pid, order, at, _ in batch
                         ],
                     )
@@ -63,7 +63,7 @@ def book(settings: Settings, batches: list[list[LedgerTx]]) -> None:
                                 "currency": currency,
                                 "party_id": party,
                                 "order_id": order,
-                            }  # fmt: skip
+                            }
                             for tx, _, _, order, _, entries in batch
                             for account, amount, currency, party in entries
                         ],
@@ -172,13 +172,14 @@ def test_an_unreadable_row_fails_it_naming_line_and_column_with_no_items(
 ) -> None:
     finance = auth("finance")
     data = (
-        "id,Type,Source,Amount,Fee,Net,Currency,Created (UTC)\r\n"
-        "txn_u1,charge,ch_u1,10.00,0.00,10.00,eur,2013-11-02 10:00\r\n"
-        'txn_u2,charge,ch_u2,"12,50",0.00,12.50,eur,2013-11-02 10:01\r\n'
-    ).encode()
+        b"id,Type,Source,Amount,Fee,Net,Currency,Created (UTC)\r\n"
+        b"txn_u1,charge,ch_u1,10.00,0.00,10.00,eur,2013-11-02 10:00\r\n"
+        b'txn_u2,charge,ch_u2,"12,50",0.00,12.50,eur,2013-11-02 10:01\r\n'
+    )
     rec = reconciled(client, settings, finance, data)
     assert rec["status"] == "failed"
-    assert "line 3" in rec["error"] and "'Amount'" in rec["error"], rec["error"]
+    assert "line 3" in rec["error"], rec["error"]
+    assert "'Amount'" in rec["error"], rec["error"]
     assert all_items(client, finance, rec["reconciliation_id"]) == []
     assert "finished_at" in rec
 
