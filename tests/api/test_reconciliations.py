@@ -17,61 +17,16 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import create_engine
-from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.reconciliation import job
 from app.reconciliation.parsing import Layout
 from app.settings import Settings
-from devtools.reconciliation_data import LedgerTx, Period, write_period
-from tests.factories import Tokens, uid
+from devtools.reconciliation_data import Period, write_period
+from tests.factories import Tokens, book_ledger, uid
 
 BREAK_STATUSES = ("amount_mismatch", "missing_in_ledger", "missing_in_provider")
-
-
-def book(settings: Settings, batches: list[list[LedgerTx]]) -> None:
-    """The generated ledger side, with core bulk inserts."""
-
-    async def run() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            async with engine.begin() as conn:
-                for batch in batches:
-                    await conn.execute(
-                        insert(LedgerTransaction),
-                        [
-                            {
-                                "id": tx,
-                                "kind": kind,
-                                "provider_id": pid,
-                                "order_id": order,
-                                "created_at": at,
-                                "reference": f"recon-test:{tx}",
-                            }
-                            for tx, kind, pid, order, at, _ in batch
-                        ],
-                    )
-                    await conn.execute(
-                        insert(LedgerEntry),
-                        [
-                            {
-                                "transaction_id": tx,
-                                "account": account,
-                                "amount": amount,
-                                "currency": currency,
-                                "party_id": party,
-                                "order_id": order,
-                            }
-                            for tx, _, _, order, _, entries in batch
-                            for account, amount, currency, party in entries
-                        ],
-                    )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 def generate(
@@ -90,7 +45,7 @@ def generate(
         days=30,
         batch_size=100,
     )
-    book(settings, batches)
+    book_ledger(settings, batches)
     return out.getvalue().encode(), period
 
 
