@@ -2,8 +2,7 @@
 
 Both sides are aggregated per key (provider id, match class: ``rules.py``), then FULL OUTER JOINed; the
 result is inserted into ``reconciliation_items`` by one ``INSERT ... SELECT``; counts and per-currency
-totals are SQL aggregates over the items. Statuses and reasons are the ones ``rules.break_status`` gives
-(tests/unit hold the two to the same table).
+totals are SQL aggregates over the items. The statuses are ``rules.break_status``'s, written as SQL.
 
 The period's edges: provider rows of [from, to) are matched by key whatever the ledger's booking date (a
 capture booked at 23:59:59 on the 31st and listed at 00:00:01 on the 1st matches in the period that lists
@@ -17,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select, text
+from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ledger.models import LedgerEntry, LedgerTransaction
@@ -181,15 +180,31 @@ async def counts(session: AsyncSession, rec_id: str) -> dict[str, int]:
 
 
 async def totals(session: AsyncSession, rec_id: str) -> list[dict[str, Any]]:
-    """Per currency: each side's signed sum over the items, and the gross drift (sum of |provider - ledger|)."""
+    """Per currency: each side's signed sum in that currency, and the gross drift (the sum over keys of
+    |provider - ledger|; a key whose two sides are in different currencies drifts by each side's whole
+    amount, in its own currency)."""
     item = ReconciliationItem
-    currency = func.coalesce(item.provider_currency, item.ledger_currency)
-    provider, ledger = func.coalesce(item.provider_amount, 0), func.coalesce(item.ledger_amount, 0)
+    same = item.provider_currency == item.ledger_currency
+    mine = item.reconciliation_id == rec_id
+    provider_side = select(
+        item.provider_currency.label("currency"),
+        item.provider_amount.label("provider"),
+        literal(0).label("ledger"),
+        case((same, func.abs(item.provider_amount - item.ledger_amount)), else_=func.abs(item.provider_amount)).label(
+            "drift"
+        ),
+    ).where(mine, item.provider_amount.is_not(None))
+    ledger_side = select(
+        item.ledger_currency,
+        literal(0),
+        item.ledger_amount,
+        case((same, 0), else_=func.abs(item.ledger_amount)),
+    ).where(mine, item.ledger_amount.is_not(None))
+    sides = union_all(provider_side, ledger_side).subquery("sides")
     result = await session.execute(
-        select(currency, func.sum(provider), func.sum(ledger), func.sum(func.abs(provider - ledger)))
-        .where(item.reconciliation_id == rec_id)
-        .group_by(currency)
-        .order_by(currency)
+        select(sides.c.currency, func.sum(sides.c.provider), func.sum(sides.c.ledger), func.sum(sides.c.drift))
+        .group_by(sides.c.currency)
+        .order_by(sides.c.currency)
     )
     return [
         {"currency": cur, "provider_net": int(p), "ledger_net": int(led), "gross_drift": int(drift)}

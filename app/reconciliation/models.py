@@ -40,7 +40,7 @@ class Reconciliation(Base):
     source: Mapped[str] = mapped_column(String(16))
     period_from: Mapped[datetime | None]
     period_to: Mapped[datetime | None]
-    # The uploaded export on disk (SAV_RECONCILIATION_DIR), deleted when the reconciliation ends.
+    # The export on disk: an upload saved under SAV_RECONCILIATION_DIR, or the file the CLI was given.
     file_path: Mapped[str | None] = mapped_column(String(1000))
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     matched: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -115,6 +115,43 @@ def test_a_movement_booked_before_midnight_and_listed_after_is_no_break_in_eithe
     assert rec["counts"]["matched"] == 1
 
 
+def test_another_currency_or_an_unbooked_refund_is_a_break_with_its_reason(
+    client: TestClient[Any], settings: Settings, auth: Tokens
+) -> None:
+    start, end = datetime(2019, 6, 1, tzinfo=UTC), datetime(2019, 7, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    book_ledger(
+        settings, [[movement("charge", "ch_cur", 5_000, start + day), movement("refund", "re_amt", 900, start + day)]]
+    )
+    provider = FakeBalance(
+        [
+            listed("charge", "ch_cur", 5_000, start + day, currency="USD"),
+            listed("refund", "re_amt", -1_000, start + day),
+            listed("refund", "re_unbooked", -700, start + 2 * day),
+        ]
+    )
+    finance = auth("finance")
+    rec, found = reconcile_period(client, settings, finance, provider, start, end)
+    assert found == {
+        ("ch_cur", "charge"): "amount_mismatch",
+        ("re_amt", "refund"): "amount_mismatch",
+        ("re_unbooked", "refund"): "missing_in_ledger",
+    }
+    items = client.get(f"/v1/reconciliations/{rec['reconciliation_id']}/items", headers=finance).json()["items"]
+    reasons = {item["provider_id"]: item["reason"] for item in items}
+    assert reasons == {
+        "ch_cur": "the currencies differ",
+        "re_amt": "the amounts differ",
+        "re_unbooked": "listed by the provider, not in the ledger",
+    }
+    refund = next(item for item in items if item["provider_id"] == "re_amt")
+    assert (refund["provider_amount"], refund["ledger_amount"]) == (money(-1_000), money(-900))
+    assert rec["totals"] == [
+        {"currency": "EUR", "provider_net": -1_700, "ledger_net": 4_100, "gross_drift": 5_800},
+        {"currency": "USD", "provider_net": 5_000, "ledger_net": 0, "gross_drift": 5_000},
+    ]
+
+
 def test_a_refund_the_provider_failed_matches_our_refund_and_its_reversal(
     client: TestClient[Any], settings: Settings, auth: Tokens, world: World
 ) -> None:
