@@ -16,6 +16,7 @@ from app.payouts.models import (
     Refund,
     Wallet,
 )
+from app.reports.models import SellerAlert
 from app.sellers.models import Seller
 from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -45,6 +46,7 @@ __all__ = [
     "ReadCursor",
     "Refund",
     "Seller",
+    "SellerAlert",
     "Thread",
     "Wallet",
     "WebhookAttempt",

@@ -18,6 +18,7 @@ EVERY_JOB = [
     "prune-events",
     "prune-idempotency-keys",
     "dispute-timers",
+    "seller-alerts",
     "deliver-webhooks",
     "pay-refunds",
     "release-escrow",
