@@ -5,120 +5,29 @@ and so are figures for all shops."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import create_engine
-from app.disputes.models import Dispute
-from app.orders.models import Order
-from app.payouts.models import Refund
 from app.reports import metrics
 from app.reports.kpis import Window
 from app.reports.schemas import KpiReport, SellerMetrics
-from app.sellers.models import Seller
 from app.settings import Settings
 from tests.factories import make_settings
+from tests.factories import report_dispute as dispute
+from tests.factories import report_order as order
+from tests.factories import report_refund as refund
+from tests.factories import report_shop as shop
+from tests.factories import run_in_transaction as run
 
-T = TypeVar("T")
 START = datetime(2031, 3, 1, tzinfo=UTC)
 END = datetime(2031, 4, 1, tzinfo=UTC)
 NOW = datetime(2031, 4, 10, tzinfo=UTC)
 
 
-def run(db_url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async def go() -> T:
-        engine = create_engine(db_url)
-        try:
-            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
 def at(day: int, seconds: float = 0, month: int = 3) -> datetime:
     return datetime(2031, month, day, 10, tzinfo=UTC) + timedelta(seconds=seconds)
-
-
-def shop(session: AsyncSession) -> str:
-    seller_id = f"kpi-{uuid.uuid4().hex[:10]}"
-    session.add(Seller(id=seller_id, name=seller_id))
-    return seller_id
-
-
-def order(session: AsyncSession, seller_id: str, created: datetime, currency: str = "EUR") -> str:
-    order_id = f"o-{uuid.uuid4().hex[:12]}"
-    session.add(
-        Order(
-            id=order_id,
-            buyer_id="buyer-kpi",
-            seller_id=seller_id,
-            currency=currency,
-            total_amount=10_000,
-            commission_amount=1_000,
-            payment_provider="stripe",
-            charge_id=f"ch_{order_id}",
-            created_at=created,
-            updated_at=created,
-        )
-    )
-    return order_id
-
-
-def dispute(session: AsyncSession, order_id: str, seller_id: str, created: datetime, **moments: Any) -> None:
-    """A dispute opened at ``created``; ``moments`` are seconds after it (or other column values)."""
-    values = {
-        k: created + timedelta(seconds=v) if isinstance(v, int | float) and k.endswith(("_at", "_due")) else v
-        for k, v in moments.items()
-    }
-    session.add(
-        Dispute(
-            id=f"d-{uuid.uuid4().hex[:12]}",
-            order_id=order_id,
-            buyer_id="buyer-kpi",
-            seller_id=seller_id,
-            status=values.pop("status", "open"),
-            reason="defective",
-            requested={"type": "refund_full"},
-            currency="EUR",
-            amount=10_000,
-            priority="standard",
-            priority_rank=1,
-            thread_id="t-none",
-            created_at=created,
-            updated_at=created,
-            **values,
-        )
-    )
-
-
-def refund(session: AsyncSession, order_id: str, created: datetime, **over: Any) -> None:
-    values: dict[str, Any] = {"kind": "partial", "amount": 1_000, "currency": "EUR", "funded_by": "seller"}
-    values.update(over)
-    values.setdefault("status", "succeeded")
-    session.add(
-        Refund(
-            id=f"r-{uuid.uuid4().hex[:12]}",
-            order_id=order_id,
-            source_key=f"test:{uuid.uuid4().hex}",
-            seller_amount=values["amount"],
-            operator_amount=0,
-            reason="kpi test",
-            attempts=0,
-            next_attempt_at=created,
-            created_by="test",
-            created_at=created,
-            updated_at=created,
-            **values,
-        )
-    )
 
 
 async def the_dataset(session: AsyncSession) -> tuple[str, str]:
