@@ -49,7 +49,8 @@ SELECT 'ord-' || g, 'buyer-' || (g %% 200000),
        now()
 FROM generate_series(1, %(orders)s) g;
 
--- One dispute per o-th order, opened 0-5 days after it; moments in seconds after the opening.
+-- One dispute in every `every` orders (a different residue each time, so every shop has some),
+-- opened 0-5 days after it; moments in seconds after the opening.
 INSERT INTO disputes (id, order_id, buyer_id, seller_id, status, reason, requested, currency, amount, priority,
                       priority_rank, thread_id, appealed, reopened, escalated_at, first_escalated_at,
                       first_claimed_at, first_response_due, resolution_due, csat_score, created_at, updated_at,
@@ -72,7 +73,8 @@ SELECT 'dsp-' || d.g, o.id, o.buyer_id, o.seller_id,
        CASE WHEN e.esc IS NOT NULL AND d.g %% 10 < 7
             THEN (ARRAY['seller','buyer','carrier','operator','none'])[1 + d.g %% 5] END,
        d.g %% 7 = 0, false
-FROM (SELECT g, g * %(every)s AS o FROM generate_series(1, %(disputes)s) g) d
+FROM (SELECT g::bigint AS g, (g::bigint - 1) * %(every)s + 1 + (g::bigint * 7) %% %(every)s AS o
+        FROM generate_series(1, %(disputes)s) g) d
 JOIN orders o ON o.id = 'ord-' || d.o
 CROSS JOIN LATERAL (
     SELECT o.created_at + ((d.g * 31) %% 432000) * interval '1 second' AS opened,
@@ -91,7 +93,7 @@ SELECT 'ref-' || d.id, d.order_id, d.id, 'dispute:' || d.id,
        d.created_at, 'bench', d.first_resolved_at, d.first_resolved_at
 FROM disputes d WHERE d.first_resolved_at IS NOT NULL AND hashtext(d.id) %% 7 < 3;
 
-ANALYZE;
+VACUUM ANALYZE;
 """
 
 
