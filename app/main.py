@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import db
 from app.auth import TokenDecoder, auth_middleware
-from app.disputes import promo_notice
+from app.disputes import milestones, promo_notice
 from app.disputes import resolution as disputes
 from app.disputes.controller import DisputeController, QueueController
 from app.edge import SavRequest, edge_middleware, security_headers
@@ -47,9 +47,11 @@ from app.payouts.payout_controller import PayoutController, SellerBalanceControl
 from app.payouts.reactions import Reactions
 from app.payouts.stripe_escrow import StripeEscrow
 from app.reconciliation.controller import ReconciliationController
+from app.reports.controller import ReportController, SellerMetricsController
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
+from app.threads.messages import ThreadReactions
 from app.threads.storage import LocalDiskStorage
 from app.webhooks.controller import WebhookEndpointController
 from app.worker import Worker, all_jobs
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
     reactions = money_reactions(settings)
+    # A message of the shop or of operator staff in a dispute's thread may be its first response (KPIs).
+    thread_reactions = ThreadReactions(dispute_message=milestones.message_posted)
     worker = build_worker(settings, engine, reactions) if settings.run_worker else None
     hub = Hub(
         engine,
@@ -129,6 +133,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             PayoutController,
             SellerBalanceController,
             ReconciliationController,
+            ReportController,
+            SellerMetricsController,
             events_socket,
             assets_router(),
         ],
@@ -137,6 +143,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "attachment_storage": Provide(lambda: storage, use_cache=True, sync_to_thread=False),
             "reactions": Provide(lambda: reactions, use_cache=True, sync_to_thread=False),
+            "thread_reactions": Provide(lambda: thread_reactions, use_cache=True, sync_to_thread=False),
         },
         middleware=[request_id_middleware, prometheus.middleware, auth_middleware, edge_middleware],
         request_class=SavRequest,

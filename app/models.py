@@ -17,6 +17,7 @@ from app.payouts.models import (
     Wallet,
 )
 from app.reconciliation.models import Reconciliation, ReconciliationItem, reconciliation_rows
+from app.reports.models import SellerAlert
 from app.sellers.models import Seller
 from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -48,6 +49,7 @@ __all__ = [
     "ReconciliationItem",
     "Refund",
     "Seller",
+    "SellerAlert",
     "Thread",
     "Wallet",
     "WebhookAttempt",

@@ -272,6 +272,9 @@ OPERATIONS: dict[str, Op] = {
             409: ("reconciliation.not_a_break", "reconciliation.already_explained"),
         }
     ),
+    # reports
+    "GET /v1/reports/kpis": Op(problems={403: FORBIDDEN}),
+    "GET /v1/sellers/{seller_id}/metrics": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
     "GET /v1/buyers/{buyer_id}/credit": Op(problems={404: NOT_FOUND}),
     "POST /v1/buyers/{buyer_id}/credit/redemptions": Op(
         problems={

@@ -68,6 +68,14 @@ class Settings:
     reconciliation_edge_seconds: int = 3_600
     # Where uploaded exports are kept while they are reconciled; empty: <attachments_dir>/reconciliations.
     reconciliation_dir: str = ""
+    # Seller scorecards (docs/api.md, Reports): a shop's rate above its threshold raises an alert, once
+    # the shop has this many orders in the window; the worker evaluates active shops this often.
+    alert_return_rate: float = 0.05
+    alert_refund_rate: float = 0.08
+    alert_defect_rate: float = 0.01
+    alert_first_response_p90_seconds: int = 86_400
+    alert_min_orders: int = 10
+    seller_alerts_every_seconds: float = 900.0
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"

@@ -1,7 +1,7 @@
 """The background worker: what runs without anyone asking.
 
-Dispute timers, outbound webhook deliveries, refunds and escrow releases paid through the gateway,
-reconciliations, and housekeeping (old events, stale idempotency keys).
+Dispute timers, seller alerts, outbound webhook deliveries, refunds and escrow releases paid through the
+gateway, reconciliations, and housekeeping (old events, stale idempotency keys).
 Runs inside the server when ``SAV_RUN_WORKER=true`` (the embedded default), or on its own as
 ``sav worker``. Every job is safe to run from several workers at once (timers and deliveries take their
 rows with SKIP LOCKED; pruning is plain deletes), and a worker that dies loses nothing: due work is
@@ -28,6 +28,7 @@ from app.payouts import release, reversals, settlement
 from app.payouts.gateway import PaymentGateway
 from app.payouts.reactions import RefundSettled
 from app.reconciliation import job as reconciliation
+from app.reports import alerts
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -63,6 +64,12 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
         return await fire_due_timers(session, settings=settings)
 
     jobs.append(Job("dispute-timers", settings.worker_poll_seconds, dispute_timers))
+
+    async def seller_alerts(session: AsyncSession) -> int:
+        return await alerts.evaluate(session, settings=settings)
+
+    # Shops' scorecards against their thresholds (docs/webhooks.md, seller.alert_raised): minutes apart.
+    jobs.append(Job("seller-alerts", settings.seller_alerts_every_seconds, seller_alerts))
     policy = webhooks.Policy.from_settings(settings)
 
     async def deliver_webhooks(sessions: async_sessionmaker[AsyncSession]) -> int:

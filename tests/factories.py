@@ -10,20 +10,25 @@ import json
 import threading
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from litestar.testing import TestClient
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import issue_token
 from app.db import create_engine, utcnow
 from app.disputes import resolution as disputes
+from app.disputes.models import Dispute
 from app.ledger.models import LedgerEntry, LedgerTransaction
+from app.orders.models import Order
 from app.payouts import settlement
+from app.payouts.models import Refund
+from app.sellers.models import Seller
 from app.settings import Settings, load_settings
 from tests.fakes import FakeEscrow
 
@@ -363,3 +368,94 @@ def book_ledger(settings: Settings, batches: list[list[Any]]) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+# --- reports: rows written directly, with chosen timestamps ----------------------------------------------
+
+T = TypeVar("T")
+
+
+def run_in_transaction(db_url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine = create_engine(db_url)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def report_shop(session: AsyncSession) -> str:
+    seller_id = f"kpi-{uuid.uuid4().hex[:10]}"
+    session.add(Seller(id=seller_id, name=seller_id))
+    return seller_id
+
+
+def report_order(session: AsyncSession, seller_id: str, created: datetime, currency: str = "EUR") -> str:
+    order_id = f"o-{uuid.uuid4().hex[:12]}"
+    session.add(
+        Order(
+            id=order_id,
+            buyer_id="buyer-kpi",
+            seller_id=seller_id,
+            currency=currency,
+            total_amount=10_000,
+            commission_amount=1_000,
+            payment_provider="stripe",
+            charge_id=f"ch_{order_id}",
+            created_at=created,
+            updated_at=created,
+        )
+    )
+    return order_id
+
+
+def report_dispute(session: AsyncSession, order_id: str, seller_id: str, created: datetime, **moments: Any) -> None:
+    """A dispute opened at ``created``; ``moments`` are seconds after it (or other column values)."""
+    values = {
+        k: created + timedelta(seconds=v) if isinstance(v, int | float) and k.endswith(("_at", "_due")) else v
+        for k, v in moments.items()
+    }
+    session.add(
+        Dispute(
+            id=f"d-{uuid.uuid4().hex[:12]}",
+            order_id=order_id,
+            buyer_id="buyer-kpi",
+            seller_id=seller_id,
+            status=values.pop("status", "open"),
+            reason="defective",
+            requested={"type": "refund_full"},
+            currency="EUR",
+            amount=10_000,
+            priority="standard",
+            priority_rank=1,
+            thread_id="t-none",
+            created_at=created,
+            updated_at=created,
+            **values,
+        )
+    )
+
+
+def report_refund(session: AsyncSession, order_id: str, created: datetime, **over: Any) -> None:
+    values: dict[str, Any] = {"kind": "partial", "amount": 1_000, "currency": "EUR", "funded_by": "seller"}
+    values.update(over)
+    values.setdefault("status", "succeeded")
+    session.add(
+        Refund(
+            id=f"r-{uuid.uuid4().hex[:12]}",
+            order_id=order_id,
+            source_key=f"test:{uuid.uuid4().hex}",
+            seller_amount=values["amount"],
+            operator_amount=0,
+            reason="kpi test",
+            attempts=0,
+            next_attempt_at=created,
+            created_by="test",
+            created_at=created,
+            updated_at=created,
+            **values,
+        )
+    )

@@ -70,6 +70,14 @@ class Dispute(Base):
     first_response_due: Mapped[datetime | None]
     resolution_due: Mapped[datetime | None]
     queue_due_at: Mapped[datetime | None]
+    # What the KPIs measure (app/reports), set once when it happens (app/disputes/milestones.py).
+    first_response_at: Mapped[datetime | None]
+    first_operator_response_at: Mapped[datetime | None]
+    first_resolved_at: Mapped[datetime | None]
+    sla_resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    at_fault: Mapped[str | None] = mapped_column(String(16))
+    return_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     csat_score: Mapped[int | None] = mapped_column(SmallInteger)
     csat_comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

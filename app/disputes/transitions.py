@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import SYSTEM_ACTOR, Actor, Role
-from app.disputes import queue, workflow
+from app.disputes import milestones, queue, workflow
 from app.disputes.models import Dispute, DisputeEvent
 from app.disputes.schemas import Resolution
 from app.disputes.workflow import Action, Status, Timing
@@ -98,6 +98,7 @@ async def write(
     if change.to_status == Status.RESOLVED and dispute.resolved_at is None:
         dispute.resolved_at = now
     queue.update_sla(dispute, settings, now)
+    milestones.on_write(dispute, change, now)
     dispute.updated_at = now
     was_settled, is_settled = from_status in SETTLED, change.to_status in SETTLED
     if is_settled != was_settled:
@@ -183,7 +184,9 @@ async def record(
     data: dict[str, Any],
     now: datetime,
 ) -> None:
-    """The audit event, the real-time event and the outbound webhooks of one transition, in its transaction."""
+    """The audit event, the real-time event and the outbound webhooks of one transition, in its transaction
+    (and, on the row, whether the actor's action is a first response: ``milestones.on_action``)."""
+    milestones.on_action(dispute, actor, now)
     session.add(audit_event(dispute, actor=actor, action=action, from_status=from_status, data=data, now=now))
     summary = {
         "dispute_id": dispute.id,

@@ -21,6 +21,9 @@ class Order(Base):
             postgresql_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
             sqlite_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
         ),
+        # The reports' windows (app/reports/kpis.py): orders created in [from, to), of all shops or one.
+        Index("ix_orders_created", "created_at", "id"),
+        Index("ix_orders_seller_created", "seller_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

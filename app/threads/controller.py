@@ -99,11 +99,16 @@ class ThreadController(Controller):
         db_session: NamedDependency[AsyncSession],
         thread_id: FromPath[str],
         data: StrictBody[MessageCreate],
+        thread_reactions: NamedDependency[messages.ThreadReactions],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[MessageRead]:
         async def call() -> tuple[int, MessageRead]:
             message = await messages.post_message(
-                db_session, actor=request.user, thread_id=thread_id, data=decode(MessageCreate, data)
+                db_session,
+                actor=request.user,
+                thread_id=thread_id,
+                data=decode(MessageCreate, data),
+                on_dispute_message=thread_reactions.dispute_message,
             )
             return 201, message
 

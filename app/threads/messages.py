@@ -3,6 +3,8 @@ reader's cursor. Messages are evidence: there is no edit and no delete."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -60,6 +62,28 @@ def _message_read(message: Message, files: list[Any], *, staff_ids: bool) -> Mes
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DisputeMessage:
+    """A message was posted in a thread of a dispute: what the disputes need to know of it."""
+
+    dispute_id: str
+    audience: str
+    author_role: str
+    at: datetime
+
+
+# Threads sit below disputes, so they call back (in the posting transaction) through this function, which
+# app/main.py wires to the disputes' first-response bookkeeping (app/disputes/milestones.py).
+OnDisputeMessage = Callable[[AsyncSession, DisputeMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadReactions:
+    """What posting a message makes other domains do (a dependency of the threads controller)."""
+
+    dispute_message: OnDisputeMessage | None = None
+
+
 # --- writing -------------------------------------------------------------------------------------------
 # The message write path is the hottest path of the service, so it runs prebuilt Core statements on the
 # session's connection: no ORM unit of work, no statement construction or cache-key work per request.
@@ -78,7 +102,13 @@ _BUMP_THREAD = (
         last_message_at=bindparam("now", type_=_threads.c.last_message_at.type),
         last_author_party=bindparam("party"),
     )
-    .returning(_threads.c.audience, _threads.c.buyer_id, _threads.c.seller_id, _threads.c.message_count)
+    .returning(
+        _threads.c.audience,
+        _threads.c.buyer_id,
+        _threads.c.seller_id,
+        _threads.c.message_count,
+        _threads.c.dispute_id,
+    )
 )
 _INSERT_MESSAGE = insert(_messages)
 
@@ -98,7 +128,15 @@ def _advance_cursor_statement(dialect_name: str) -> Any:
     )
 
 
-async def post_message(session: AsyncSession, *, actor: Actor, thread_id: str, data: MessageCreate) -> MessageRead:
+async def post_message(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    thread_id: str,
+    data: MessageCreate,
+    on_dispute_message: OnDisputeMessage | None = None,
+) -> MessageRead:
+    """Post in a thread; in a dispute's thread, ``on_dispute_message`` is told (after the policy check)."""
     if data.macro_id is not None:
         if data.body is not None:
             raise ValidationFailed("send either body or macro_id, not both", field="macro_id")
@@ -112,7 +150,11 @@ async def post_message(session: AsyncSession, *, actor: Actor, thread_id: str, d
     connection = await session.connection()
     if connection.dialect.name == "postgresql" and not attachments:
         session.info["events_appended"] = True
-        return await _post_in_one_round_trip(connection, actor=actor, thread_id=thread_id, body=body, now=now)
+        message, bumped = await _post_in_one_round_trip(
+            connection, actor=actor, thread_id=thread_id, body=body, now=now
+        )
+        await _tell_dispute(session, on_dispute_message, bumped, actor, now)
+        return message
     bumped = (
         await connection.execute(_BUMP_THREAD, {"thread_id": thread_id, "now": now, "party": party_of(actor).value})
     ).first()
@@ -139,7 +181,15 @@ async def post_message(session: AsyncSession, *, actor: Actor, thread_id: str, d
         payload=message,
         now=now,
     )
+    await _tell_dispute(session, on_dispute_message, bumped, actor, now)
     return message
+
+
+async def _tell_dispute(
+    session: AsyncSession, hook: OnDisputeMessage | None, bumped: Any, actor: Actor, now: datetime
+) -> None:
+    if hook is not None and bumped.dispute_id is not None:
+        await hook(session, DisputeMessage(bumped.dispute_id, bumped.audience, actor.role.value, now))
 
 
 # PostgreSQL runs the three writes of a post as one statement (data-modifying CTEs): one round trip
@@ -151,7 +201,7 @@ _POST_PG = text(
         UPDATE threads
            SET message_count = message_count + 1, last_message_at = :now, last_author_party = :party
          WHERE id = :thread_id
-     RETURNING audience, buyer_id, seller_id, message_count
+     RETURNING audience, buyer_id, seller_id, message_count, dispute_id
     ), inserted AS (
         INSERT INTO messages (id, thread_id, seq, author_id, author_role, author_name, body, created_at)
         SELECT :message_id, :thread_id, message_count, :author_id, :author_role, :author_name, :body, :now
@@ -168,14 +218,14 @@ _POST_PG = text(
                :payload, :now
           FROM bumped b, inserted
     )
-    SELECT audience, buyer_id, seller_id, message_count FROM bumped
+    SELECT audience, buyer_id, seller_id, message_count, dispute_id FROM bumped
     """
 )
 
 
 async def _post_in_one_round_trip(
     connection: AsyncConnection, *, actor: Actor, thread_id: str, body: str, now: datetime
-) -> MessageRead:
+) -> tuple[MessageRead, Any]:
     message_id = access.new_id("msg")
     author = Author(id=actor.id, role=actor.role.value, name=actor.name or actor.id)
     message = MessageRead(
@@ -203,7 +253,7 @@ async def _post_in_one_round_trip(
     access.check_thread_access(
         actor, access.thread_resource(bumped.audience, bumped.buyer_id, bumped.seller_id), "write", thread_id
     )
-    return message
+    return message, bumped
 
 
 async def insert_message(

@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "payout.reversed",
     "seller.debt_recorded",
     "seller.credit_recorded",
+    "seller.alert_raised",
 )
 
 

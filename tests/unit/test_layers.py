@@ -26,6 +26,7 @@ DOMAINS = (
     "payouts",
     "disputes",
     "reconciliation",
+    "reports",
 )
 # What each domain package may import among the domains (the shared modules at app/*.py are below all).
 MAY_IMPORT: dict[str, frozenset[str]] = {
@@ -40,6 +41,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "disputes": frozenset({"ledger", "permissions", "sellers", "events", "webhooks", "orders", "threads", "payouts"}),
     # Above the ledger and payouts (the gateway port); nothing imports it but the wiring (main, worker, cli).
     "reconciliation": frozenset({"ledger", "permissions", "sellers", "events", "webhooks", "orders", "payouts"}),
+    # The top layer, beside the console: read-only reports over every domain; nothing imports it.
+    "reports": frozenset(
+        {"ledger", "permissions", "sellers", "events", "webhooks", "orders", "threads", "payouts", "disputes"}
+    ),
 }
 
 

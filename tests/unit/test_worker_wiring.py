@@ -18,6 +18,7 @@ EVERY_JOB = [
     "prune-events",
     "prune-idempotency-keys",
     "dispute-timers",
+    "seller-alerts",
     "deliver-webhooks",
     "reconcile",  # files need no gateway; a provider period without one fails saying so
     "pay-refunds",
