@@ -34,6 +34,7 @@ from app.webhooks import service as webhooks
 
 logger = logging.getLogger("sav.worker")
 REFUND_BATCHES_PER_PASS = 20
+RELEASE_PASSES_AT_ONCE = 2
 
 
 @dataclass
@@ -104,7 +105,7 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
 
         jobs.append(Job("pay-refunds", settings.worker_poll_seconds, pay_refunds, own_transactions=True))
 
-        async def release_escrow(sessions: async_sessionmaker[AsyncSession]) -> int:
+        async def release_passes(sessions: async_sessionmaker[AsyncSession]) -> int:
             # As for refunds: a full batch (opened or transferred) means more are due, keep going (bounded).
             done = 0
             for _ in range(REFUND_BATCHES_PER_PASS):
@@ -118,6 +119,12 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
                 if step < release.BATCH:
                     break
             return done
+
+        async def release_escrow(sessions: async_sessionmaker[AsyncSession]) -> int:
+            # Several passes at once, like as many workers (orders and payouts are taken with SKIP LOCKED,
+            # transfers keyed by payout): one pass's transfers are in flight while another reads and writes
+            # the database, instead of each waiting for the other.
+            return sum(await asyncio.gather(*(release_passes(sessions) for _ in range(RELEASE_PASSES_AT_ONCE))))
 
         jobs.append(Job("release-escrow", settings.worker_poll_seconds, release_escrow, own_transactions=True))
 

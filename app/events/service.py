@@ -10,6 +10,8 @@ is numbered later. Only numbered events are delivered or replayed.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ from app.permissions.visibility import visible_resources
 RETENTION = timedelta(days=7)
 SEQUENCER_LOCK = 7_431_001  # any constant: one sequencer at a time across processes (PostgreSQL)
 SEQUENCE_BATCH = 1_000
+_BATCHED = "sav.events.batched"  # session.info key: the rows ``append`` collects inside ``batched``
 THREAD_KINDS = [f"thread:{a}" for a in ("tripartite", "buyer_seller", "operator_seller", "operator_buyer", "internal")]
 # Every kind of resource events are about; the policy's read lines for each say who receives them.
 # A refund is read by whoever may read its order; a payout by its shop, finance and admins.
@@ -61,22 +64,46 @@ async def append(
     recipient: str | None = None,
     now: datetime | None = None,
 ) -> None:
+    row = {
+        "type": type,
+        "resource_kind": kind,
+        "buyer_id": buyer_id,
+        "seller_id": seller_id,
+        "thread_id": thread_id,
+        "actor": actor,
+        "recipient": recipient,
+        "payload": encode(payload),
+        "created_at": now or utcnow(),
+    }
+    collected: list[dict[str, Any]] | None = session.info.get(_BATCHED)
+    if collected is not None:
+        collected.append(row)
+        return
     connection = await session.connection()
-    await connection.execute(
-        _INSERT,
-        {
-            "type": type,
-            "resource_kind": kind,
-            "buyer_id": buyer_id,
-            "seller_id": seller_id,
-            "thread_id": thread_id,
-            "actor": actor,
-            "recipient": recipient,
-            "payload": encode(payload),
-            "created_at": now or utcnow(),
-        },
-    )
+    await connection.execute(_INSERT, row)
     session.info["events_appended"] = True
+
+
+@asynccontextmanager
+async def batched(session: AsyncSession) -> AsyncIterator[None]:
+    """Inside the block, ``append`` collects its rows; leaving it inserts them all in one statement, in
+    the order appended and in the caller's transaction (a worker pass announcing fifty payouts makes one
+    round trip, not fifty). Numbering is unchanged: the rows are still inserted unnumbered before the
+    commit, and the sequencer numbers them after it. Leave the block before the transaction ends; on an
+    exception nothing is inserted (the transaction is rolling back anyway)."""
+    if session.info.get(_BATCHED) is not None:  # nested: the outer block inserts
+        yield
+        return
+    collected: list[dict[str, Any]] = []
+    session.info[_BATCHED] = collected
+    try:
+        yield
+    finally:
+        session.info.pop(_BATCHED, None)
+    if collected:
+        connection = await session.connection()
+        await connection.execute(_INSERT, collected)
+        session.info["events_appended"] = True
 
 
 async def sequence_committed(engine: AsyncEngine) -> int | None:

@@ -14,10 +14,12 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         # The release job's scan: only orders still held and delivered, so its cost does not grow with
-        # the orders already released (nor with those never delivered).
+        # the orders already released (nor with those never delivered); in the scan's own order
+        # (``ORDER BY delivered_at, id LIMIT``), so it stops after a batch instead of sorting every due order.
         Index(
             "ix_orders_release_due",
             "delivered_at",
+            "id",
             postgresql_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
             sqlite_where=text("escrow_status = 'held' AND delivered_at IS NOT NULL"),
         ),

@@ -31,6 +31,7 @@ from sqlalchemy.orm import noload
 
 from app import outbox
 from app.db import utcnow
+from app.events import service as events
 from app.ledger import posting
 from app.ledger.models import LedgerEntry
 from app.ledger.posting import Account, TransactionKind
@@ -278,7 +279,8 @@ async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answ
         if refused:
             await outbox.lock_rows(session, Order, refused)
         by_id = await outbox.lock_rows(session, Payout, [item.payout_id for item, _ in batch])
-        return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
+        async with events.batched(session):  # the pass's payout.updated events: one INSERT
+            return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
 
     return await outbox.record_outcomes(
         sessions,
@@ -354,7 +356,7 @@ async def release_due(
     """One worker pass: open the payouts of due orders, then transfer those due. Returns how many payouts
     were opened plus how many transfers were asked for."""
     now = now or utcnow()
-    async with sessions() as session, session.begin():
+    async with sessions() as session, session.begin(), events.batched(session):
         opened = await open_payouts(session, now=now, hold=timedelta(seconds=hold_seconds), batch=batch)
     claimed = await claim_due(sessions, now=now, batch=batch, lease=lease)
 

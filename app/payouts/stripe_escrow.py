@@ -8,6 +8,7 @@ tests and the demo).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 
@@ -31,14 +32,29 @@ from app.payouts.gateway import (
 # Our own retries (worker backoff) decide when to try again; the SDK retries once on network errors,
 # with the same idempotency key, which is safe.
 NETWORK_RETRIES = 1
+# Requests in flight at once from one process. The SDK's httpx pool keeps 20 connections alive and, for
+# every request, checks each open connection (``has_expired``: a getpeername and a poll per connection):
+# fifty transfers at once (a worker pass) spent a tenth of the worker's CPU there and closed the
+# connections past 20 after each pass (bench/release.py). Eight keeps them all alive and cheap to scan.
+MAX_IN_FLIGHT = 8
 
 
 class StripeEscrow:
-    def __init__(self, *, api_key: str, api_base: str = "") -> None:
+    def __init__(self, *, api_key: str, api_base: str = "", max_in_flight: int = MAX_IN_FLIGHT) -> None:
         options: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": NETWORK_RETRIES}
         if api_base:
             options["base_addresses"] = {"api": api_base.rstrip("/")}
         self.client = stripe.StripeClient(api_key, **options)
+        self.max_in_flight = max_in_flight
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    @property
+    def in_flight(self) -> asyncio.Semaphore:
+        """The slots of the running event loop (a semaphore waits on one loop only; tests run several)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.max_in_flight))
+        return self._slots[1]
 
     async def refund(
         self,
@@ -56,17 +72,19 @@ class StripeEscrow:
         elif payment_intent_id:
             params["payment_intent"] = payment_intent_id
         try:
-            refund = await self.client.v1.refunds.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
+            async with self.in_flight:
+                refund = await self.client.v1.refunds.create_async(
+                    params=params,  # type: ignore[arg-type]
+                    options={"idempotency_key": idempotency_key},
+                )
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
         return _refund(refund)
 
     async def retrieve_refund(self, refund_id: str) -> ProviderRefund:
         try:
-            return _refund(await self.client.v1.refunds.retrieve_async(refund_id))
+            async with self.in_flight:
+                return _refund(await self.client.v1.refunds.retrieve_async(refund_id))
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
 
@@ -93,10 +111,11 @@ class StripeEscrow:
         if source_transaction:
             params["source_transaction"] = source_transaction
         try:
-            transfer = await self.client.v1.transfers.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
+            async with self.in_flight:
+                transfer = await self.client.v1.transfers.create_async(
+                    params=params,  # type: ignore[arg-type]
+                    options={"idempotency_key": idempotency_key},
+                )
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
         return _transfer(transfer)
@@ -105,18 +124,20 @@ class StripeEscrow:
         self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
     ) -> ProviderReversal:
         try:
-            reversal = await self.client.v1.transfers.reversals.create_async(
-                transfer_id,
-                params={"amount": amount, "metadata": metadata},
-                options={"idempotency_key": idempotency_key},
-            )
+            async with self.in_flight:
+                reversal = await self.client.v1.transfers.reversals.create_async(
+                    transfer_id,
+                    params={"amount": amount, "metadata": metadata},
+                    options={"idempotency_key": idempotency_key},
+                )
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
         return ProviderReversal(id=reversal.id, amount=reversal.amount, currency=reversal.currency.upper())
 
     async def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer:
         try:
-            transfer = await self.client.v1.transfers.retrieve_async(transfer_id)
+            async with self.in_flight:
+                transfer = await self.client.v1.transfers.retrieve_async(transfer_id)
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
         return _transfer(transfer)
@@ -129,7 +150,8 @@ class StripeEscrow:
         if starting_after:
             params["starting_after"] = starting_after
         try:
-            page = await self.client.v1.balance_transactions.list_async(params=params)  # type: ignore[arg-type]
+            async with self.in_flight:
+                page = await self.client.v1.balance_transactions.list_async(params=params)  # type: ignore[arg-type]
         except stripe.StripeError as exc:
             raise _escrow_error(exc) from exc
         items = [
