@@ -12,7 +12,7 @@ LINT_PATHS := $(wildcard app tests bench alembic devtools)
 
 help:
 	@echo "make demo   - migrate + seed a demo marketplace (SQLite), print a token per role, serve on :8000;"
-	@echo "              the local Stripe server on :12111 pays its refunds"
+	@echo "              the local Stripe server on :12111 pays its refunds and payouts"
 	@echo "make test   - the whole suite, on SQLite and on PostgreSQL (SAV_TEST_DATABASE_URL)"
 	@echo "make test-fast - the inner loop: SQLite only, no test that starts a real process"
 	@echo "make check  - ruff check, ruff format --check, mypy (strict) on app/"

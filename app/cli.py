@@ -113,18 +113,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from app.auth import issue_token
     from app.db import create_engine
     from app.demo import USERS, seed
+    from app.demo_payouts import summary
 
     settings = get_settings_or_exit()
     migrate(settings)
 
-    async def run_seed() -> None:
+    async def run_seed() -> str:
         engine = create_engine(settings.database_url, pool_size=1)
         try:
             await seed(engine)
+            return await summary(engine)
         finally:
             await engine.dispose()
 
-    asyncio.run(run_seed())
+    payouts = asyncio.run(run_seed())
     base = f"http://{args.host}:{args.port}"
     print(f"\nSAV demo marketplace seeded in {settings.database_url}\n")
     print("Tokens (valid 30 days):")
@@ -135,6 +137,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         variable = "TOKEN_" + user.sub.upper().replace("-", "_")
         print(f"\n  {user.role:<11} {user.sub}  ({user.name})\n  export {variable}={token}")
     print(f'\nTry:  curl -H "Authorization: Bearer $TOKEN_BUYER_CAMILLE" {base}/v1/orders/ord-1001')
+    if payouts:
+        print(f"Money out of escrow: {payouts}")
     print(f"API docs: {base}/schema\n")
     sys.stdout.flush()
     if not args.no_serve:

@@ -59,6 +59,8 @@ class Settings:
     # A worker that took a refund to pay owns it this long; if it dies, another takes it over after that
     # (and asks the provider again with the same idempotency key).
     refund_lease_seconds: float = 60.0
+    # The same for a payout's transfer and a transfer reversal the worker is making.
+    payout_lease_seconds: float = 60.0
     # How long a promo code granted as compensation stays valid.
     promo_valid_seconds: int = 90 * 86_400
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.

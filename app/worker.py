@@ -92,7 +92,12 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
             # As for refunds: a full batch (opened or transferred) means more are due, keep going (bounded).
             done = 0
             for _ in range(REFUND_BATCHES_PER_PASS):
-                step = await release.release_due(sessions, gateway=gateway, hold_seconds=settings.escrow_hold_seconds)
+                step = await release.release_due(
+                    sessions,
+                    gateway=gateway,
+                    hold_seconds=settings.escrow_hold_seconds,
+                    lease=timedelta(seconds=settings.payout_lease_seconds),
+                )
                 done += step
                 if step < release.BATCH:
                     break
@@ -102,7 +107,9 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
 
         async def reverse_transfers(sessions: async_sessionmaker[AsyncSession]) -> int:
             # The seller part of compensation granted after payout, taken back from the shop's transfer.
-            return await reversals.reverse_due(sessions, gateway=gateway)
+            return await reversals.reverse_due(
+                sessions, gateway=gateway, lease=timedelta(seconds=settings.payout_lease_seconds)
+            )
 
         jobs.append(Job("reverse-transfers", settings.worker_poll_seconds, reverse_transfers, own_transactions=True))
     return jobs

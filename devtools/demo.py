@@ -2,7 +2,11 @@
 end to end through the real Stripe adapter, offline.
 
 The Stripe server gets a charge for every demo order (the ids the seeded orders carry) and sends its
-signed webhooks to the demo API. It keeps its state in memory, so the demo starts from a fresh database
+signed webhooks to the demo API. Before the API starts, the demo is seeded here and money leaves escrow
+(app/demo_payouts.py): the worker's jobs, run in this process through the real adapter, pay released
+payouts, reverse one transfer and record one shop's refused reversal as a debt, netted from its next
+release (that shop's connected account is emptied at the local server first, as a shop taking its
+balance to its bank would). It keeps its state in memory, so the demo starts from a fresh database
 too (``./demo.db``, recreated on every run) unless ``SAV_DATABASE_URL`` names one. With
 ``SAV_STRIPE_API_KEY`` already set (your own Stripe test account), the local server is not started and
 ``sav demo`` runs as it is.
@@ -11,6 +15,7 @@ too (``./demo.db``, recreated on every run) unless ``SAV_DATABASE_URL`` names on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from app.demo import charge_id_of, order_totals
+from app import demo_payouts
+from app.cli import migrate
+from app.db import create_engine
+from app.demo import charge_id_of, order_totals, seed
+from app.settings import load_settings
 from devtools.stripe_server import process as stripe_process
 
 API_KEY = "sk_test_local_demo_0000000000"
@@ -57,18 +66,17 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("SAV_STRIPE_API_KEY"):
         os.execv(sys.executable, demo)
     try:
+        # Its webhooks go to the API once the API is up (below): none is sent into the void meanwhile.
         stripe_server, url = stripe_process.start(
-            port=args.stripe_port,
-            webhook_url=f"http://{args.host}:{args.port}/v1/webhooks/stripe",
-            webhook_secret=WEBHOOK_SECRET,
-            output=sys.stdout.write,
+            port=args.stripe_port, webhook_secret=WEBHOOK_SECRET, output=sys.stdout.write
         )
     except stripe_process.NotStarted as exc:
         raise SystemExit(f"demo: {exc}") from None
     try:
         seed_charges(url)
         print(
-            f"\nLocal Stripe server on {url}: the worker pays the demo's card refunds through it.\n"
+            f"\nLocal Stripe server on {url}: the worker pays the demo's card refunds and payouts through it\n"
+            f"(its transfers and their reversals: curl -s -u {API_KEY}: {url}/v1/transfers).\n"
             f"The refund of the {SLOW_REFUND_ORDER} dispute stays pending at the bank (the dispute waits in "
             f"`resolving`); settle it as the bank would, and its webhook resolves the dispute:\n"
             f"  curl -s {url}/_control/refunds_total?charge={charge_id_of(SLOW_REFUND_ORDER)}\n"
@@ -81,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
             "SAV_STRIPE_API_BASE": url,
             "SAV_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
+        release_escrow(env, url)
+        webhook_url = f"http://{args.host}:{args.port}/v1/webhooks/stripe"
+        httpx.post(f"{url}/_control/webhook", data={"url": webhook_url}, timeout=10).raise_for_status()
         api = subprocess.Popen(demo, env=env)
         try:
             raise SystemExit(api.wait())
@@ -90,6 +101,32 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     finally:
         stop(stripe_server)
+
+
+def release_escrow(env: dict[str, str], url: str) -> None:
+    """Migrate and seed (``sav demo`` does both again: a no-op), then the payout story, in this process."""
+    settings = load_settings(env)
+    migrate(settings)
+
+    async def drain(account_id: str) -> None:
+        # Stripe's own API, as the shop's account: its whole available balance paid out to its bank.
+        headers = {"Authorization": f"Bearer {API_KEY}", "Stripe-Account": account_id}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as stripe_api:
+            balance = (await stripe_api.get("/v1/balance")).raise_for_status().json()
+            for available in balance["available"]:
+                if available["amount"] > 0:
+                    payout = {"amount": available["amount"], "currency": available["currency"]}
+                    (await stripe_api.post("/v1/payouts", data=payout)).raise_for_status()
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await seed(engine, settings=settings)
+            await demo_payouts.tell(engine, settings=settings, drain=drain)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def fresh_demo_database() -> str:

@@ -12,6 +12,8 @@ grant), so the money side of a dispute can be read, and re-pointed, in one place
   controller passes it to ``grant_refund`` so an offer and a direct refund cannot together pass a limit.
 - :func:`grant_resolution_refund`: a money resolution becomes its refund, credit note or promo code when
   the dispute enters ``resolving`` (in the action's transaction).
+- :func:`reallocate_appeal`: an appeal decided in the shop's favour moves the cost of the appealed
+  decision's compensation from the shop to the operator (in the decision's transaction).
 - :func:`refund_settled`: the payouts worker (and the provider's webhooks) settled that refund: the
   dispute resolves, or goes back to the operator flagged. Wired by app/worker.py and the refunds
   controller as their ``on_settled`` callback.
@@ -27,17 +29,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor, Role
 from app.disputes import transitions
-from app.disputes.models import Dispute
+from app.disputes.models import Dispute, DisputeEvent
 from app.disputes.promo_notice import tell_buyer
 from app.disputes.schemas import Requested, Resolution, ResolutionType
 from app.disputes.workflow import MONEY_TYPES, Action, Status
 from app.errors import BusinessRuleViolation, ValidationFailed
 from app.ledger.views import order_money
 from app.money import Money, require_currency
-from app.payouts import refunds, rules
+from app.payouts import reallocation, refunds, rules
 from app.payouts import service as payouts
 from app.payouts.models import Refund
-from app.payouts.schemas import RefundCreate, RefundKind, RefundRead
+from app.payouts.schemas import RefundCreate, RefundKind, RefundRead, RefundStatus
 from app.sellers.models import Seller
 from app.settings import Settings
 
@@ -232,3 +234,52 @@ async def refund_settled(session: AsyncSession, refund: Refund, now: datetime, s
     action = Action.REFUND_SUCCEEDED if refund.status == "succeeded" else Action.REFUND_FAILED
     data = {"refund_id": refund.id, "status": refund.status, "failure_reason": refund.failure_reason}
     await transitions.apply_system_action(session, dispute, action, data=data, now=now, settings=settings)
+
+
+# --- appeals --------------------------------------------------------------------------------------------
+
+
+def in_sellers_favour(decision: Resolution) -> bool:
+    """An appeal's decision is in the shop's favour when it does not find the shop at fault (``at_fault``
+    is ``buyer``, ``carrier``, ``operator`` or ``none``): the shop no longer bears the first decision's cost."""
+    return decision.at_fault is not None and decision.at_fault != "seller"
+
+
+async def reallocate_appeal(session: AsyncSession, dispute: Dispute, decision: Resolution, *, now: datetime) -> int:
+    """The decision of an appeal (the dispute's ``decide`` after its ``appeal``): when it is in the shop's
+    favour, the seller part of every compensation the appealed decision granted (the dispute's refunds,
+    credit notes and promo codes granted between that decision and the appeal, not failed) moves to the
+    operator; the buyer keeps them. Returns the amount moved. Called once per appeal (an appeal is
+    allowed once), and each refund moves once whatever calls it (app/payouts/reallocation.py)."""
+    if not in_sellers_favour(decision):
+        return 0
+    timeline = (
+        await session.execute(
+            select(DisputeEvent.action, DisputeEvent.at)
+            .where(DisputeEvent.dispute_id == dispute.id, DisputeEvent.action.in_(["decide", "appeal"]))
+            .order_by(DisputeEvent.id)
+        )
+    ).all()
+    appeals = [i for i, (action, _) in enumerate(timeline) if action == "appeal"]
+    decided = [at for action, at in timeline[: appeals[-1]] if action == "decide"] if appeals else []
+    if not decided:
+        return 0
+    since, until = decided[-1], timeline[appeals[-1]][1]
+    await payouts.lock_order(session, dispute.order_id)  # grants on the order wait: the limits change
+    appealed = (
+        await session.scalars(
+            select(Refund)
+            .where(
+                Refund.dispute_id == dispute.id,
+                Refund.created_at >= since,
+                Refund.created_at <= until,
+                Refund.status != RefundStatus.FAILED.value,
+                Refund.seller_amount > 0,
+            )
+            .order_by(Refund.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    reason = f"appeal of dispute {dispute.id} decided in the shop's favour (at fault: {decision.at_fault})"
+    return sum([await reallocation.reallocate(session, refund, reason=reason, now=now) for refund in appealed])

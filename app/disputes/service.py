@@ -379,12 +379,16 @@ async def act(
 
     if isinstance(body, RequestInfo):
         payload = await _ask(session, dispute, actor, body)
+    # The decision of an appeal (an appeal excludes the arbitrator it appeals against until then).
+    appeal_decided = action == Action.DECIDE and dispute.excluded_arbitrator is not None
     from_status = await transitions.write(session, dispute, change, now=now, settings=settings)
     # A money resolution becomes its refund, credit note or promo code in this transaction, before the
     # change is announced (the refund's events come first).
     granted = None
     if transitions.enters_resolving(from_status, change):
         granted = await resolution.grant_resolution_refund(session, dispute, actor=actor, settings=settings)
+    if appeal_decided:
+        await resolution.reallocate_appeal(session, dispute, payload["resolution"], now=now)
     await transitions.record(
         session, dispute, actor=actor, action=action.value, from_status=from_status, data=payload, now=now
     )

@@ -99,20 +99,39 @@ async def write(
         dispute.resolved_at = now
     queue.update_sla(dispute, settings, now)
     dispute.updated_at = now
-    if change.to_status == Status.CLOSED:
-        await _unfreeze_escrow(session, dispute)
+    was_settled, is_settled = from_status in SETTLED, change.to_status in SETTLED
+    if is_settled != was_settled:
+        await _follow_escrow(session, dispute, frozen=not is_settled)
     return from_status
 
 
-async def _unfreeze_escrow(session: AsyncSession, dispute: Dispute) -> None:
-    """Escrow stays frozen while any other dispute on the order is still open."""
-    others = await session.scalar(
+# A dispute freezes its order's escrow while it is in a status before `resolved` (docs/api.md): reaching
+# `resolved` (or `closed`) lets the release go on; a reopen or an appeal freezes it again, unless the
+# escrow was released meanwhile (then a new decision recovers through reversals, app/payouts/reversals.py).
+SETTLED = frozenset({Status.RESOLVED.value, Status.CLOSED.value})
+
+
+async def _follow_escrow(session: AsyncSession, dispute: Dispute, *, frozen: bool) -> None:
+    # The order's row is locked and read afresh: the release job may have released it a moment ago, and a
+    # stale `held` written back would undo that.
+    order = await session.scalar(
+        select(Order)
+        .where(Order.id == dispute.order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
+        return
+    if frozen:
+        if order.escrow_status == EscrowStatus.HELD.value:
+            order.escrow_status = EscrowStatus.FROZEN.value
+        return
+    unsettled = await session.scalar(
         select(func.count())
         .select_from(Dispute)
-        .where(Dispute.order_id == dispute.order_id, Dispute.id != dispute.id, Dispute.status != Status.CLOSED.value)
+        .where(Dispute.order_id == dispute.order_id, Dispute.id != dispute.id, Dispute.status.not_in(SETTLED))
     )
-    order = await session.get(Order, dispute.order_id)
-    if not others and order is not None and order.escrow_status == EscrowStatus.FROZEN.value:
+    if not unsettled and order.escrow_status == EscrowStatus.FROZEN.value:
         order.escrow_status = EscrowStatus.HELD.value
 
 

@@ -34,7 +34,11 @@ class LedgerTransaction(Base):
 
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_order_account", "order_id", "account"),)
+    __table_args__ = (
+        Index("ix_ledger_entries_order_account", "order_id", "account"),
+        # A party's balance on one account (a shop's debt, read for every release) without a scan.
+        Index("ix_ledger_entries_party_account", "party_id", "account"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)

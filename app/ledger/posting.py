@@ -19,6 +19,9 @@ Accounts used so far:
   seller_recoverable what a shop is to give back of money already transferred to it (asset, per shop): the
                      seller part of a compensation granted after its payout, until the transfer is reversed
                      (back to ``provider_balance``) or the provider refuses (it becomes ``seller_debt``)
+  seller_owed        what the marketplace owes a shop back (liability, per shop: party_id): a part the shop
+                     bore and no longer bears (an appeal won, a refund failed) once its debt is cleared;
+                     added to its next release's transfer
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
@@ -54,6 +57,7 @@ class Account(StrEnum):
     PLATFORM_COMMISSION = "platform_commission"
     SELLER_DEBT = "seller_debt"
     SELLER_RECOVERABLE = "seller_recoverable"
+    SELLER_OWED = "seller_owed"
 
 
 class TransactionKind(StrEnum):
@@ -74,6 +78,8 @@ class TransactionKind(StrEnum):
     TRANSFER_REVERSED = "transfer_reversed"
     RECOVERY_DEBT = "recovery_debt"
     RECOVERY_CANCELED = "recovery_canceled"
+    REALLOCATED = "reallocated"
+    REALLOCATION_REVERSED = "reallocation_reversed"
 
 
 class UnbalancedTransaction(ValueError):

@@ -147,19 +147,21 @@ def promo_redemption_entries(amount: int, currency: str, buyer_id: str) -> list[
 
 
 def release_entries(
-    *, escrow_left: int, commission: int, debt_netted: int, currency: str, seller_id: str
+    *, escrow_left: int, commission: int, debt_netted: int, currency: str, seller_id: str, owed_paid: int = 0
 ) -> list[Entry]:
     """The order's escrow (``escrow_left``: its capture less the shop's compensation) is closed: the
-    commission is the marketplace's, ``debt_netted`` repays the shop's debt, and the rest is owed to the
+    commission is the marketplace's, ``debt_netted`` repays the shop's debt, ``owed_paid`` is what the
+    marketplace owed the shop back (``seller_owed``, paid with this transfer), and the rest is owed to the
     shop until the provider confirms the transfer (``transfer_paid_entries``; refused: ``reversal_entries``).
-    Only for a share that is not negative (``escrow_left - commission >= debt_netted >= 0``); a negative
-    share is ``debt_entries``. Empty when there is nothing to move."""
-    transferred = escrow_left - commission - debt_netted
-    if commission < 0 or debt_netted < 0 or transferred < 0:
+    Only for a due amount that is not negative (``escrow_left - commission + owed_paid >= debt_netted >= 0``);
+    a negative one is ``debt_entries``. Empty when there is nothing to move."""
+    transferred = escrow_left - commission + owed_paid - debt_netted
+    if commission < 0 or debt_netted < 0 or owed_paid < 0 or transferred < 0:
         raise ValueError("a release never pays a negative amount")
     entries = [
         Entry(Account.ESCROW, escrow_left, currency),
         Entry(Account.PLATFORM_COMMISSION, -commission, currency),
+        Entry(Account.SELLER_OWED, owed_paid, currency, seller_id),
         Entry(Account.SELLER_DEBT, -debt_netted, currency, seller_id),
         Entry(Account.TRANSFERS_IN_FLIGHT, -transferred, currency, seller_id),
     ]
@@ -174,15 +176,19 @@ def transfer_paid_entries(amount: int, currency: str, seller_id: str) -> list[En
     ]
 
 
-def debt_entries(*, escrow_left: int, commission: int, currency: str, seller_id: str) -> list[Entry]:
-    """The shop's compensation and the commission passed what the order captured (a negative share): the
-    escrow is closed, the commission earned, and the shortfall becomes the shop's debt."""
-    debt = commission - escrow_left
-    if commission < 0 or debt <= 0:
+def debt_entries(
+    *, escrow_left: int, commission: int, currency: str, seller_id: str, owed_paid: int = 0
+) -> list[Entry]:
+    """The shop's compensation and the commission passed what the order captured and what the marketplace
+    owed the shop back (``owed_paid``, used up here): the escrow is closed, the commission earned, and the
+    shortfall becomes the shop's debt."""
+    debt = commission - escrow_left - owed_paid
+    if commission < 0 or owed_paid < 0 or debt <= 0:
         raise ValueError("a debt is recorded only for a negative share")
     entries = [
         Entry(Account.ESCROW, escrow_left, currency),
         Entry(Account.PLATFORM_COMMISSION, -commission, currency),
+        Entry(Account.SELLER_OWED, owed_paid, currency, seller_id),
         Entry(Account.SELLER_DEBT, debt, currency, seller_id),
     ]
     return [e for e in entries if e.amount]
@@ -217,4 +223,59 @@ def recovery_debt_entries(amount: int, currency: str, seller_id: str) -> list[En
     return [
         Entry(Account.SELLER_RECOVERABLE, -amount, currency, seller_id),
         Entry(Account.SELLER_DEBT, amount, currency, seller_id),
+    ]
+
+
+# --- giving a shop back what it no longer bears (an appeal won, a refund failed, a transfer refused) ----
+
+
+def credit_legs(amount: int, *, debt: int, currency: str, seller_id: str) -> list[Entry]:
+    """``amount`` credited to a shop whose money it was: its outstanding ``debt`` is reduced first, the rest
+    is owed to it (``seller_owed``, paid with its next release). Never a negative debt."""
+    reduced = min(amount, max(debt, 0))
+    entries = [
+        Entry(Account.SELLER_DEBT, -reduced, currency, seller_id),
+        Entry(Account.SELLER_OWED, -(amount - reduced), currency, seller_id),
+    ]
+    return [e for e in entries if e.amount]
+
+
+def give_back_entries(
+    *,
+    source: Account,
+    amount: int,
+    in_escrow: bool,
+    recoverable: int,
+    debt: int,
+    currency: str,
+    seller_id: str,
+) -> list[Entry]:
+    """The shop's part ``amount`` of a compensation it no longer bears, now charged to ``source`` (the
+    operator's ``platform_goodwill`` after an appeal; the order's ``escrow`` when the money came back: a
+    refund failed, or a payout refused re-opens the escrow), and released from where it sits:
+
+    - ``in_escrow``: the order's escrow still held it (not released, no recovery): back into the escrow;
+    - otherwise ``recoverable`` of it is a transfer reversal not made yet (canceled: ``seller_recoverable``)
+      and the rest was taken from the shop (a reversal, a debt, or a release that netted it): credited to
+      the shop (``credit_legs``: its debt reduced first, then owed).
+
+    Netted: a failed refund whose part was still in escrow moves nothing (empty)."""
+    if amount <= 0 or not 0 <= recoverable <= amount or source not in (Account.PLATFORM_GOODWILL, Account.ESCROW):
+        raise ValueError("a give-back is of a positive amount, charged to goodwill or escrow")
+    entries = [Entry(source, amount, currency, seller_id if source == Account.ESCROW else None)]
+    if in_escrow:
+        entries.append(Entry(Account.ESCROW, -amount, currency, seller_id))
+    else:
+        if recoverable:
+            entries.append(Entry(Account.SELLER_RECOVERABLE, -recoverable, currency, seller_id))
+        entries += credit_legs(amount - recoverable, debt=debt, currency=currency, seller_id=seller_id)
+    return net(entries)
+
+
+def reallocation_reversed_entries(amount: int, currency: str, seller_id: str) -> list[Entry]:
+    """A refund whose shop part an appeal moved to the operator fails after all: the money is back in the
+    order's escrow (the refund's reversal put it there) and goes back to the operator, who bore it."""
+    return [
+        Entry(Account.ESCROW, amount, currency, seller_id),
+        Entry(Account.PLATFORM_GOODWILL, -amount, currency),
     ]

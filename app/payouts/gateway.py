@@ -44,7 +44,7 @@ class ProviderBalanceTransaction:
     """One movement of the marketplace's provider balance, what finance reconciles the ledger against."""
 
     id: str
-    type: str  # charge, refund, transfer, transfer_cancel (a reversal), adjustment, ...
+    type: str  # charge, refund, refund_failure, transfer, transfer_refund (a reversal), stripe_fee, ...
     amount: int  # signed, minor units
     fee: int
     net: int

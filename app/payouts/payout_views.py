@@ -3,7 +3,8 @@ their own shop's, finance and admins any; buyers never), compiled to SQL for lis
 
 A balance is derived from ledger entries, per currency: ``held`` and ``frozen`` are the shop's shares of
 its orders not yet released (escrow left less commission), ``paid_out`` the transfers the provider made,
-``reversed`` what came back from them, ``debt`` what the shop owes (netted from its next releases).
+``reversed`` what came back from them, ``debt`` what the shop owes (netted from its next releases),
+``owed`` what the marketplace owes it back (``seller_owed``, added to its next release's transfer).
 """
 
 from __future__ import annotations
@@ -102,15 +103,19 @@ async def seller_balance(session: AsyncSession, *, actor: Actor, seller_id: str)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
         .where(
             LedgerEntry.party_id == seller_id,
-            LedgerEntry.account.in_([Account.SELLER_DEBT.value, Account.TRANSFERS_IN_FLIGHT.value]),
+            LedgerEntry.account.in_(
+                [Account.SELLER_DEBT.value, Account.SELLER_OWED.value, Account.TRANSFERS_IN_FLIGHT.value]
+            ),
             # transfers_in_flight: only what the provider confirmed (the release's side is not paid yet)
-            (LedgerEntry.account == Account.SELLER_DEBT.value)
+            (LedgerEntry.account != Account.TRANSFERS_IN_FLIGHT.value)
             | (LedgerTransaction.kind == TransactionKind.TRANSFER_PAID.value),
         )
         .group_by(LedgerEntry.account, LedgerEntry.currency)
     )
+    names = {Account.SELLER_DEBT.value: ("debt", 1), Account.SELLER_OWED.value: ("owed", -1)}
     for account, currency, total in party.all():
-        figures[currency]["debt" if account == Account.SELLER_DEBT.value else "paid_out"] += int(total or 0)
+        name, sign = names.get(account, ("paid_out", 1))
+        figures[currency][name] += sign * int(total or 0)
     reversed_ = await session.execute(
         select(Payout.currency, func.sum(Payout.reversed))
         .where(Payout.seller_id == seller_id)
@@ -123,7 +128,7 @@ async def seller_balance(session: AsyncSession, *, actor: Actor, seller_id: str)
             currency=currency,
             **{
                 name: Money(values.get(name, 0), currency)
-                for name in ("held", "frozen", "paid_out", "reversed", "debt")
+                for name in ("held", "frozen", "paid_out", "reversed", "debt", "owed")
             },
         )
         for currency, values in sorted(figures.items())

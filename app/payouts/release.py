@@ -38,7 +38,7 @@ from app.ledger.postings import debt_entries, release_entries, reversal_entries,
 from app.ledger.views import money_columns
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
-from app.payouts import payout_events
+from app.payouts import payout_events, reallocation
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderTransfer
 from app.payouts.models import Payout, Refund
 from app.payouts.rules import release_split
@@ -110,20 +110,41 @@ async def open_payouts(session: AsyncSession, *, now: datetime, hold: timedelta,
             select(Payout).where(Payout.order_id.in_([o.id for o in orders])).with_for_update()
         )
     }
+    # The orders' escrow and the shops' debts, read once for the batch (after the locks); each release
+    # below nets a shop's debt or adds to it, and ``debts`` follows, so the next order of that shop sees it.
+    escrow = await _sums(session, LedgerEntry.order_id, [o.id for o in orders], Account.ESCROW)
+    debts = await _sums(session, LedgerEntry.party_id, list(shops), Account.SELLER_DEBT)
+    owed = {
+        key: -amount
+        for key, amount in (await _sums(session, LedgerEntry.party_id, list(shops), Account.SELLER_OWED)).items()
+    }
     opened = 0
     for order in orders:
         payout = existing.get(order.id)
         if payout is not None and payout.status != PayoutStatus.BLOCKED:
             continue
-        await _open(session, order, shops[order.seller_id], payout, now)
+        escrow_left = -escrow.get((order.id, order.currency), 0)
+        await _open(
+            session, order, shops[order.seller_id], payout, now, escrow_left=escrow_left, debts=debts, owed=owed
+        )
         opened += 1
     return opened
 
 
-async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payout | None, now: datetime) -> None:
-    escrow_left = -await _sum(session, LedgerEntry.order_id == order.id, Account.ESCROW, order.currency)
-    debt = await _sum(session, LedgerEntry.party_id == shop.id, Account.SELLER_DEBT, order.currency)
-    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt)
+async def _open(
+    session: AsyncSession,
+    order: Order,
+    shop: Seller,
+    payout: Payout | None,
+    now: datetime,
+    *,
+    escrow_left: int,
+    debts: dict[tuple[str, str], int],
+    owed: dict[tuple[str, str], int],
+) -> None:
+    key = (shop.id, order.currency)
+    debt, owed_now = debts.get(key, 0), owed.get(key, 0)
+    split = release_split(escrow_left=escrow_left, commission=order.commission_amount, debt=debt, owed=owed_now)
     if payout is None:
         payout = Payout(
             id=f"po_{uuid.uuid4().hex}",
@@ -140,7 +161,6 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
     if shop.stripe_account_id is None:
         payout.status, payout.failure_reason = PayoutStatus.BLOCKED, NO_ACCOUNT
         payout.amount, payout.debt_netted = max(split.share, 0), 0  # what it would be today
-        await session.flush()
         await payout_events.announce(session, payout, now)
         return
     parts: dict[str, Any] = {
@@ -148,12 +168,14 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
         "commission": order.commission_amount,
         "currency": order.currency,
         "seller_id": shop.id,
+        "owed_paid": split.owed_paid,
     }
     if split.debt_recorded:
         kind, entries = TransactionKind.DEBT_RECORDED, debt_entries(**parts)
     else:
         kind, entries = TransactionKind.RELEASE, release_entries(**parts, debt_netted=split.debt_netted)
-    await session.flush()
+    debts[key] = debt + split.debt_recorded - split.debt_netted
+    owed[key] = owed_now - split.owed_paid
     if entries:
         await posting.post(
             session,
@@ -173,13 +195,14 @@ async def _open(session: AsyncSession, order: Order, shop: Seller, payout: Payou
     await payout_events.announce(session, payout, now)
 
 
-async def _sum(session: AsyncSession, where: Any, account: Account, currency: str) -> int:
-    total = await session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            where, LedgerEntry.account == account.value, LedgerEntry.currency == currency
-        )
+async def _sums(session: AsyncSession, key: Any, keys: list[str], account: Account) -> dict[tuple[str, str], int]:
+    """The balance of ``account`` per (``key`` value, currency) for these keys (orders or shops), one query."""
+    rows = await session.execute(
+        select(key, LedgerEntry.currency, func.sum(LedgerEntry.amount))
+        .where(key.in_(keys), LedgerEntry.account == account.value)
+        .group_by(key, LedgerEntry.currency)
     )
-    return int(total or 0)
+    return {(k, currency): int(total or 0) for k, currency, total in rows.all()}
 
 
 # --- transferring (the leased outbox) --------------------------------------------------------------------
@@ -249,6 +272,11 @@ Answered = tuple[Claimed, ProviderTransfer | PaymentProviderError]
 
 async def record(sessions: async_sessionmaker[AsyncSession], answered: list[Answered], *, now: datetime) -> list[str]:
     async def apply(session: AsyncSession, batch: list[Answered]) -> list[str]:
+        # A refusal puts the order's escrow back (``_fail``): those orders are locked before the payouts,
+        # in the order a grant locks them (order, then its payout), so the two never deadlock.
+        refused = [item.order_id for item, answer in batch if isinstance(answer, PaymentProviderError)]
+        if refused:
+            await outbox.lock_rows(session, Order, refused)
         by_id = await outbox.lock_rows(session, Payout, [item.payout_id for item, _ in batch])
         return [await _record_one(session, by_id.get(item.payout_id), item, answer, now) for item, answer in batch]
 
@@ -308,6 +336,9 @@ async def _fail(session: AsyncSession, payout: Payout, reason: str, now: datetim
     order = await session.get(Order, payout.order_id, options=[noload(Order.lines)])
     if order is not None and order.escrow_status == EscrowStatus.RELEASED.value:
         order.escrow_status = EscrowStatus.HELD.value
+    # Compensation granted while the transfer was pending was to be recovered from it: the escrow is open
+    # again, so its seller part goes back there (the next release nets it) and its reversal is canceled.
+    await reallocation.payout_failed(session, payout, now)
     await payout_events.announce(session, payout, now)
 
 

@@ -14,8 +14,9 @@ netted from its next release by ``release_split``; ``seller.debt_recorded``). Tr
 retried with the same key.
 
 A reversal waits for its refund to have ``succeeded`` (a credit note or promo code has at its grant): the
-shop's money is taken back only once the buyer has it. A provider refund refused before that cancels
-the reversal and undoes the recovery (``cancel_recovery``, called by the settlement).
+shop's money is taken back only once the buyer has it; and for its payout to be ``paid`` (a grant while
+the transfer is still ``pending`` opens its recovery the same way). Undoing a recovery — the refund failed,
+the payout was refused, an appeal moved the cost to the operator — is app/payouts/reallocation.py.
 """
 
 from __future__ import annotations
@@ -33,12 +34,7 @@ from app import outbox
 from app.db import utcnow
 from app.ledger import posting
 from app.ledger.posting import TransactionKind
-from app.ledger.postings import (
-    recovery_debt_entries,
-    recovery_entries,
-    reversal_entries,
-    transfer_reversed_entries,
-)
+from app.ledger.postings import recovery_debt_entries, recovery_entries, transfer_reversed_entries
 from app.orders.models import Order
 from app.orders.schemas import EscrowStatus
 from app.payouts import payout_events
@@ -63,12 +59,13 @@ def reversal_key(refund_id: str) -> str:
 
 async def open_recovery(session: AsyncSession, refund: Refund, order: Order, now: datetime) -> None:
     """Called by every grant (refund, credit note, promo code) after its own ledger transaction, under the
-    order's row lock. Nothing to do unless the grant has a seller part and the order's payout is paid."""
+    order's row lock. Nothing to do unless the grant has a seller part and the order's payout is opened
+    (``pending``: its reversal waits for the transfer to be made; ``paid``)."""
     if not refund.seller_amount or order.escrow_status != EscrowStatus.RELEASED.value:
         return
     payout = await session.scalar(select(Payout).where(Payout.order_id == order.id).with_for_update())
-    if payout is None or payout.status != PayoutStatus.PAID:
-        return  # a transfer not made yet: out of scope here (see docs/api.md, Payouts)
+    if payout is None or payout.status not in (PayoutStatus.PAID, PayoutStatus.PENDING):
+        return  # released with no payout row cannot happen; blocked or failed payouts leave the escrow held
     part, currency, shop = refund.seller_amount, refund.currency, payout.seller_id
     await posting.post(
         session,
@@ -79,9 +76,12 @@ async def open_recovery(session: AsyncSession, refund: Refund, order: Order, now
         provider_id=None,
     )
     committed = await session.scalar(
-        select(func.coalesce(func.sum(TransferReversal.amount), 0)).where(TransferReversal.payout_id == payout.id)
+        select(func.coalesce(func.sum(TransferReversal.amount), 0)).where(
+            TransferReversal.payout_id == payout.id, TransferReversal.status != CANCELED
+        )
     )
-    reversible = max(payout.amount - int(committed or 0), 0) if payout.provider_ref else 0
+    transfer = payout.provider_ref is not None or payout.status == PayoutStatus.PENDING  # a payout of 0 has none
+    reversible = max(payout.amount - int(committed or 0), 0) if transfer else 0
     to_reverse = min(part, reversible)
     if to_reverse:
         session.add(
@@ -99,21 +99,32 @@ async def open_recovery(session: AsyncSession, refund: Refund, order: Order, now
             )
         )
     if part > to_reverse:  # nothing left on the transfer to take it from: the shop owes it at once
-        await _record_debt(session, payout, refund.id, part - to_reverse, "nothing left to reverse", now)
+        await _record_debt(session, payout, refund.id, part - to_reverse, "nothing left to reverse", now, at_once=True)
 
 
 async def _record_debt(
-    session: AsyncSession, payout: Payout, refund_id: str, amount: int, reason: str, now: datetime
+    session: AsyncSession,
+    payout: Payout,
+    refund_id: str,
+    amount: int,
+    reason: str,
+    now: datetime,
+    *,
+    at_once: bool = False,
 ) -> None:
+    """The shop's debt for (part of) a refund's seller part: at its grant (``at_once``: more than the
+    transfer still holds) or when the provider refused the reversal; each once per refund."""
+    step = "debt_at_once" if at_once else "recovery_debt"
     await posting.post(
         session,
         kind=TransactionKind.RECOVERY_DEBT,
-        reference=f"refund:{refund_id}:recovery_debt",
+        reference=f"refund:{refund_id}:{step}",
         entries=recovery_debt_entries(amount, payout.currency, payout.seller_id),
         order_id=payout.order_id,
         provider_id=None,
     )
-    event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{refund_id}:debt').hex}"
+    tag = step if at_once else "debt"  # the refused reversal's event id is unchanged
+    event_id = f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, f'sav:{refund_id}:{tag}').hex}"
     await webhooks.enqueue(
         session,
         event_type="seller.debt_recorded",
@@ -127,29 +138,6 @@ async def _record_debt(
             "reason": reason,
         },
         now=now,
-    )
-
-
-async def cancel_recovery(session: AsyncSession, refund: Refund, now: datetime) -> None:
-    """The provider refused the refund (its issue is reversed): nothing is to be taken back from the shop.
-    Only while nothing was taken yet (the reversal still pending, no debt recorded for it)."""
-    recovered = await posting.entries_of(session, f"refund:{refund.id}:recovery")
-    if not recovered or await posting.entries_of(session, f"refund:{refund.id}:recovery_debt"):
-        return
-    reversal = await session.scalar(
-        select(TransferReversal).where(TransferReversal.refund_id == refund.id).with_for_update()
-    )
-    if reversal is not None and reversal.status != PENDING:
-        return
-    if reversal is not None:
-        reversal.status, reversal.failure_reason, reversal.updated_at = CANCELED, "the refund failed", now
-    await posting.post(
-        session,
-        kind=TransactionKind.RECOVERY_CANCELED,
-        reference=f"refund:{refund.id}:recovery_canceled",
-        entries=reversal_entries(recovered),
-        order_id=refund.order_id,
-        provider_id=None,
     )
 
 
@@ -186,7 +174,10 @@ async def claim_due(
         select(TransferReversal, Payout.provider_ref)
         .join(Payout, Payout.id == TransferReversal.payout_id)
         .join(Refund, Refund.id == TransferReversal.refund_id)
-        .where(Refund.status == RefundStatus.SUCCEEDED.value)  # the buyer has the money first
+        .where(
+            Refund.status == RefundStatus.SUCCEEDED.value,  # the buyer has the money first
+            Payout.status == PayoutStatus.PAID.value,  # and the transfer exists
+        )
     )
     return await outbox.claim(sessions, query, table=TransferReversal, now=now, batch=batch, lease=lease, take=take)
 

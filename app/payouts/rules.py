@@ -183,20 +183,25 @@ def check_grant(
 @dataclass(frozen=True, slots=True)
 class ReleaseSplit:
     """Where an order's escrow goes at release: the shop's ``share`` (captured less commission less the
-    shop's compensation), the part of it that repays the shop's ``debt_netted``, what is ``transferred``
-    to the shop, and the ``debt_recorded`` when the share is negative. Never a negative transfer."""
+    shop's compensation), what the marketplace owed the shop back and pays now (``owed_paid``), the part
+    that repays the shop's ``debt_netted``, what is ``transferred`` to the shop, and the ``debt_recorded``
+    when the share and what was owed together are negative. Never a negative transfer."""
 
     share: int
     debt_netted: int
     transferred: int
     debt_recorded: int
+    owed_paid: int = 0
 
 
-def release_split(*, escrow_left: int, commission: int, debt: int) -> ReleaseSplit:
+def release_split(*, escrow_left: int, commission: int, debt: int, owed: int = 0) -> ReleaseSplit:
     """``escrow_left`` is what the order's escrow still holds (its capture less the seller-funded part of
-    every compensation not given back); ``debt`` what the shop owes in that currency."""
+    every compensation not given back); ``debt`` what the shop owes in that currency, ``owed`` what it is
+    owed back (``seller_owed``: both can be outstanding when a debt came after the credit)."""
     share = escrow_left - commission
-    if share < 0:
-        return ReleaseSplit(share=share, debt_netted=0, transferred=0, debt_recorded=-share)
-    netted = min(max(debt, 0), share)
-    return ReleaseSplit(share=share, debt_netted=netted, transferred=share - netted, debt_recorded=0)
+    owed_paid = max(owed, 0)
+    due = share + owed_paid
+    if due < 0:
+        return ReleaseSplit(share=share, debt_netted=0, transferred=0, debt_recorded=-due, owed_paid=owed_paid)
+    netted = min(max(debt, 0), due)
+    return ReleaseSplit(share=share, debt_netted=netted, transferred=due - netted, debt_recorded=0, owed_paid=owed_paid)

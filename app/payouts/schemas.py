@@ -150,6 +150,9 @@ class SellerBalance(msgspec.Struct, kw_only=True):
     paid_out: Money
     reversed: Money
     debt: Money
+    # Beyond the contract: what the marketplace owes the shop back (an appeal won, a refund failed after
+    # its part was taken), paid with its next release; never netted into ``debt`` (never negative).
+    owed: Money
 
 
 class SellerBalanceRead(msgspec.Struct, kw_only=True):

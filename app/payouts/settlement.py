@@ -26,7 +26,7 @@ from app.ledger import posting
 from app.ledger.posting import TransactionKind
 from app.ledger.postings import issue_entries, late_failure_entries, paid_entries, reversal_entries
 from app.orders.models import Order
-from app.payouts import provider_events, reversals
+from app.payouts import provider_events, reallocation
 from app.payouts.gateway import PaymentGateway, PaymentProviderError, ProviderEvent, ProviderRefund
 from app.payouts.models import Refund
 from app.payouts.reactions import RefundSettled
@@ -189,7 +189,7 @@ async def _fail(
         order_id=refund.order_id,
         provider_id=refund.provider_ref,
     )
-    await reversals.cancel_recovery(session, refund, now)  # granted after payout: nothing to take back now
+    await reallocation.refund_failed(session, refund, now=now)  # the shop's part goes back to who bore it
     await announce(session, refund, now)
     if on_settled is not None:
         await on_settled(session, refund, now)
@@ -197,7 +197,8 @@ async def _fail(
 
 async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str, now: datetime) -> None:
     """Undo both the issue and the payment: the provider's balance has the money again, the shop's escrow
-    or the operator's goodwill gets its part back, and the order's ``refundable`` grows again. The
+    or the operator's goodwill gets its part back, and the order's ``refundable`` grows again. A shop part
+    recovered after release (or netted by it) is given back to the shop (app/payouts/reallocation.py). The
     dispute, already resolved, is left as it is; operators see the ``refund.failed`` event."""
     refund.status = RefundStatus.FAILED
     refund.failure_reason = f"failed after it succeeded: {reason}"[:500]
@@ -212,6 +213,7 @@ async def _fail_after_success(session: AsyncSession, refund: Refund, reason: str
         order_id=refund.order_id,
         provider_id=refund.provider_ref,
     )
+    await reallocation.refund_failed(session, refund, now=now)
     await announce(session, refund, now)
 
 

@@ -22,6 +22,7 @@ EVENT_TYPES = (
     "payout.failed",
     "payout.reversed",
     "seller.debt_recorded",
+    "seller.credit_recorded",
 )
 
 

@@ -21,9 +21,11 @@ class Charges(StoreBase):
         *,
         charge_id: str | None = None,
         payment_intent: str | None = None,
+        render: bool = True,
     ) -> dict[str, Any]:
         """A succeeded card charge. ``charge_id`` and ``payment_intent`` (chosen ids) are for seeding
-        through /_control/charges only: Stripe's ``POST /v1/charges`` has no such params."""
+        through /_control/charges only: Stripe's ``POST /v1/charges`` has no such params. ``render=False``
+        (bulk seeding) answers ``{"id": ...}`` only."""
         amount = get_int(params, "amount", required=True)
         currency = get_currency(params)
         assert amount is not None
@@ -119,7 +121,7 @@ class Charges(StoreBase):
             transfer_group=charge["transfer_group"],
         )
         self._put(pi)
-        return self.answer(ctx, charge_id)
+        return self.answer(ctx, charge_id) if render else {"id": charge_id}
 
     def retrieve_charge(self, ctx: Context, params: dict[str, Any], charge_id: str) -> dict[str, Any]:
         return self.answer(ctx, self._get("charge", charge_id)["id"])

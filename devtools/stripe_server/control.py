@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class Fault:
     path: str  # exact, or a glob: "/v1/transfers/*/reversals", "/v1/transfers*"
     method: str
-    # "error_500" (before applying), "drop_after_apply" (apply, then close the connection unanswered) or
-    # "hold_after_apply" (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
+    # "error_500" (before applying), "error_500_after_apply" (apply and keep the answer for the key, then
+    # answer 500), "drop_after_apply" (apply, then close the connection unanswered) or "hold_after_apply"
+    # (apply, then keep the answer ``hold_ms``: time to kill the client mid-call)
     mode: str
     remaining: int
     hold_ms: int = 0
@@ -47,6 +48,8 @@ class Fault:
 FAULT_MODES = {
     "error_500": "error_500",
     "500": "error_500",
+    "error_500_after_apply": "error_500_after_apply",
+    "500_after_apply": "error_500_after_apply",
     "drop": "drop_after_apply",
     "drop_after_apply": "drop_after_apply",
     "hold": "hold_after_apply",
@@ -90,7 +93,9 @@ def control_action(server: StripeServer, method: str, name: str, params: dict[st
         if method == "POST":
             mode = FAULT_MODES.get(get_str(params, "mode") or "error_500")
             if mode is None:
-                raise invalid("mode must be error_500, drop_after_apply or hold_after_apply", param="mode")
+                raise invalid(
+                    "mode must be error_500, error_500_after_apply, drop_after_apply or hold_after_apply", param="mode"
+                )
             fault = Fault(
                 path=get_str(params, "path", required=True) or "",
                 method=(get_str(params, "method") or "POST").upper(),
@@ -140,6 +145,8 @@ def _seeding(server: StripeServer, method: str, name: str, params: dict[str, Any
         params = {k: v for k, v in params.items() if k not in {"id", "payment_intent"}}
         ctx.expand = check_params(params, CHARGE_PARAMS)
         return store.create_charge(ctx, params, charge_id=charge_id, payment_intent=payment_intent)
+    if name == "charges/bulk" and method == "POST":  # many charges at once (a benchmark's orders)
+        return _bulk_charges(server, params, ctx)
     if name == "accounts" and method == "POST":  # seed a connected account with a known id (a shop's)
         account_id = get_str(params, "id", required=True) or ""
         if not re.fullmatch(r"acct_[A-Za-z0-9_]+", account_id):
@@ -160,3 +167,30 @@ def _seeding(server: StripeServer, method: str, name: str, params: dict[str, Any
         amount = get_int(params, "amount", required=True) or 0
         return store.top_up(amount, get_currency(params) or "usd")
     raise unrecognized_url(method, f"/_control/{name}")
+
+
+BULK_MAX = 100_000
+
+
+def _bulk_charges(server: StripeServer, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """``count`` succeeded charges with ids ``{id_prefix}{n}`` for n from ``start`` (default 0), each of
+    ``amount`` in ``currency``, as ``POST /_control/charges`` would make them one by one; existing ids are
+    left as they are. Answers the counts only (rendering thousands of charges would take longer than
+    making them)."""
+    prefix = get_str(params, "id_prefix", required=True) or ""
+    if not re.fullmatch(r"ch_[A-Za-z0-9_]*", prefix):
+        raise invalid("id_prefix must look like ch_...", param="id_prefix")
+    count = get_int(params, "count", required=True, minimum=1) or 0
+    if count > BULK_MAX:
+        raise invalid(f"count must be at most {BULK_MAX}", param="count")
+    start = get_int(params, "start", minimum=0) or 0
+    charge = {k: v for k, v in params.items() if k not in {"id_prefix", "count", "start"}}
+    check_params(charge, CHARGE_PARAMS)
+    store, created = server.store, 0
+    for n in range(start, start + count):
+        charge_id = f"{prefix}{n}"
+        if charge_id in store.objects:
+            continue
+        store.create_charge(ctx, dict(charge), charge_id=charge_id, render=False)
+        created += 1
+    return {"created": created, "existing": count - created}

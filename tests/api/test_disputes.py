@@ -239,6 +239,21 @@ def test_withdraw_closes_and_unfreezes_escrow_then_csat(client: TestClient[Any],
     assert client.post(path, json={"score": 5}, headers=case.buyer).json()["code"] == "dispute.already_rated"
 
 
+def test_escrow_is_frozen_until_resolved_and_again_on_reopen(client: TestClient[Any], case: Case) -> None:
+    def escrow() -> str:
+        order = client.get(f"/v1/orders/{case.order_id}", headers=case.buyer).json()
+        return str(order["escrow"]["status"])
+
+    case.open()
+    case.act(case.buyer, "escalate", note="help")
+    case.act(case.arbitrator, "claim")
+    assert escrow() == "frozen"
+    case.act(case.arbitrator, "decide", resolution={"type": "deny", "at_fault": "buyer"}, rationale="misuse")
+    assert (case.dispute["status"], escrow()) == ("resolved", "held")  # released once the hold has passed
+    case.act(case.buyer, "reopen", note="It broke again.")
+    assert (case.dispute["status"], escrow()) == ("escalated", "frozen")
+
+
 def test_eight_concurrent_claims_have_one_winner(client: TestClient[Any], auth: Tokens, case: Case) -> None:
     case.open()
     case.act(case.buyer, "escalate", note="help")

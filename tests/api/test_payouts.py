@@ -239,6 +239,20 @@ def test_a_shops_debt_is_recorded_then_netted_from_its_next_release(
     assert ledger_is_balanced(settings)
 
 
+def test_a_debt_is_netted_once_when_two_orders_of_the_shop_are_released_in_the_same_pass(
+    client: TestClient[Any], auth: Tokens, world: World, settings: Settings, finance: dict[str, str]
+) -> None:
+    first = delivered_case(client, auth, world)
+    grant(client, first.arbitrator, order_id=first.order_id, kind="credit", amount=money(5_000), funded_by="seller")
+    run_release(settings, FakeEscrow())  # a debt of 500
+    orders = [delivered_case_for_shop(client, auth, first) for _ in range(2)]
+    run_release(settings, FakeEscrow())  # both in one pass: the debts read once, followed as each nets
+    payouts = [payout_of(client, order_id, finance) for order_id in orders]
+    assert sorted((p or {})["debt_netted"]["amount"] for p in payouts) == [0, 500]
+    assert sorted((p or {})["amount"]["amount"] for p in payouts) == [4_000, 4_500]
+    assert ledger_is_balanced(settings)
+
+
 def delivered_case_for_shop(client: TestClient[Any], auth: Tokens, case: Case, *, delivered: bool = True) -> str:
     """Another order of ``case``'s shop (5 000, commission 500), delivered in 2001 or not delivered."""
     order_id = uid("ord")

@@ -364,6 +364,18 @@ def test_a_transfer_applied_then_unanswered_is_replayed_to_the_retry(server: Str
     }
 
 
+def test_a_transfer_applied_then_answered_500_is_replayed_to_the_retry(server: StripeServerProcess) -> None:
+    seller = shop(server)
+    ch = charge(server, 1000)
+    server.ctl("POST", "faults", path="/v1/transfers", mode="error_500_after_apply", count=1)
+    with pytest.raises(stripe.APIError):
+        transfer(server, "release:p5", amount=300, destination=seller.id, source_transaction=ch.id)
+    assert available(server, seller.id) == {"eur": 300}  # applied, though the caller saw a 500
+    replay = transfer(server, "release:p5", amount=300, destination=seller.id, source_transaction=ch.id)
+    assert replay.last_response.headers["Idempotent-Replayed"] == "true"
+    assert (replay.amount, server.ctl("GET", "transfers_total", destination=seller.id)["transfers"]) == (300, 1)
+
+
 def test_a_reversal_applied_then_unanswered_is_replayed_to_the_sdk_retry(server: StripeServerProcess) -> None:
     seller = shop(server)
     made = transfer(server, amount=800, destination=seller.id, source_transaction=charge(server, 1000).id)
@@ -452,3 +464,24 @@ def test_the_test_clock_gives_new_objects_the_created_a_test_chooses(server: Str
     with pytest.raises(stripe.InvalidRequestError) as unknown_bound:
         movements(server, created={"eq": start})
     assert unknown_bound.value.param == "created[eq]"
+
+
+def test_bulk_seeded_charges_are_real_charges_that_fund_transfers_and_are_not_made_twice(
+    server: StripeServerProcess,
+) -> None:
+    made = server.ctl("POST", "charges/bulk", id_prefix="ch_bulk_", count=3, amount=5000, currency="eur")
+    assert made == {"created": 3, "existing": 0}
+    again = server.ctl("POST", "charges/bulk", id_prefix="ch_bulk_", count=4, amount=5000, currency="eur")
+    assert again == {"created": 1, "existing": 3}
+    client = server.client()
+    seeded = client.v1.charges.retrieve("ch_bulk_2")
+    assert (seeded.amount, seeded.currency, seeded.status, seeded.amount_refunded) == (5000, "eur", "succeeded", 0)
+    assert available(server)["eur"] == 4 * 5000
+    account = shop(server)
+    first = transfer(server, amount=4500, destination=account.id, source_transaction="ch_bulk_2")
+    assert first.source_transaction == "ch_bulk_2"
+    with pytest.raises(stripe.InvalidRequestError) as refused:  # the charge holds 500 more, not 600
+        transfer(server, amount=600, destination=account.id, source_transaction="ch_bulk_2")
+    assert refused.value.code == "balance_insufficient"
+    bad = server.control.post("/_control/charges/bulk", json={"id_prefix": "py_", "count": 1, "amount": 1})
+    assert bad.status_code == 400

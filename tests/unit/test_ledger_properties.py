@@ -84,7 +84,21 @@ class Release:
     transfer_fails: bool
 
 
-Operation = Recapture | Refund | Compensate | RedeemCredit | RedeemPromo | Release
+@dataclass(frozen=True)
+class Appeal:
+    """An appeal decided in the shop's favour: the seller part of a settled compensation moves to the operator."""
+
+    index: int  # which of the settled compensations
+
+
+@dataclass(frozen=True)
+class FailLate:
+    """The provider fails a refund after it succeeded (a closed card): the money is back."""
+
+    index: int  # which of the settled compensations (credit notes and promo codes never fail)
+
+
+Operation = Recapture | Refund | Compensate | RedeemCredit | RedeemPromo | Release | Appeal | FailLate
 operations = st.lists(
     st.one_of(
         st.builds(Recapture, order_ids, st.integers(min_value=0, max_value=200_000), st.booleans()),
@@ -102,6 +116,9 @@ operations = st.lists(
         st.builds(RedeemCredit, st.sampled_from(BUYERS), amounts),
         st.builds(RedeemPromo, st.integers(min_value=0, max_value=20)),
         st.builds(Release, order_ids, percents, st.booleans()),
+        # Appeals and late failures need a settled compensation first: drawn more often to reach one.
+        *[st.builds(Appeal, st.integers(min_value=0, max_value=20))] * 3,
+        *[st.builds(FailLate, st.integers(min_value=0, max_value=20))] * 2,
     ),
     max_size=40,
 )
@@ -142,6 +159,20 @@ def negated(amounts: dict[str, int]) -> dict[str, int]:
 
 
 @dataclass
+class Settled:
+    """A compensation the buyer has, as the services know it: what an appeal or a late failure undoes."""
+
+    order_id: str
+    amount: int
+    seller_part: int
+    recovered: bool  # granted after the order's release: its seller part was recovered from the shop
+    issued: list[Entry]
+    paid: list[Entry] | None  # a provider refund's payment; None for a credit note or promo code
+    reallocated: bool = False
+    failed: bool = False
+
+
+@dataclass
 class Model:
     """What the marketplace expects, kept with plain numbers and no ledger at all."""
 
@@ -165,6 +196,8 @@ class Model:
     order_transferred: Counter[str] = field(default_factory=Counter)  # per order: its payout's transfer
     order_reversed: Counter[str] = field(default_factory=Counter)  # per order: taken back from that transfer
     reversed_back: Counter[str] = field(default_factory=Counter)  # per currency: back on the provider balance
+    owed: dict[str, Counter[str]] = field(default_factory=lambda: {s: Counter() for s in SHOPS})  # owed back
+    settled: list[Settled] = field(default_factory=list)  # compensations the buyer has: appealable
 
     def refundable(self, order_id: str) -> int:
         return max(self.captured[order_id] - self.refunded[order_id], 0)
@@ -210,6 +243,10 @@ def replay(totals: list[int], ops: list[Operation]) -> tuple[Book, Model]:
             compensate(book, model, op)
         elif isinstance(op, Release):
             release(book, model, op)
+        elif isinstance(op, Appeal):
+            appeal(book, model, op)
+        elif isinstance(op, FailLate):
+            fail_late(book, model, op)
         elif isinstance(op, RedeemCredit):
             if op.amount > model.credit[op.buyer_id]["EUR"]:  # 422 credit.insufficient
                 continue
@@ -238,9 +275,6 @@ def recapture(book: Book, model: Model, op: Recapture) -> None:
 def refund(book: Book, model: Model, op: Refund) -> None:
     if op.amount > model.refundable(op.order_id):  # 422 refund.exceeds_refundable
         return
-    # A refund that fails after it succeeded, once the shop's part was recovered, is not handled yet.
-    if op.order_id in model.released and op.outcome == "paid_then_failed":
-        return
     buyer, shop = ORDERS[op.order_id]
     cur = model.currency[op.order_id]
     seller_part = op.amount * op.seller_percent // 100
@@ -249,12 +283,17 @@ def refund(book: Book, model: Model, op: Refund) -> None:
     )
     paid = postings.paid_entries(op.amount, cur)
     if op.outcome == "reversed":  # the provider refused: as if nothing happened
-        if op.order_id in model.released and seller_part:  # after payout: recovered, then canceled untouched
-            recovered = book.post(K.RECOVERY_OPENED, op.order_id, postings.recovery_entries(seller_part, cur, shop))
-            book.post(K.REFUND_REVERSED, op.order_id, postings.reversal_entries(issued))
-            book.post(K.RECOVERY_CANCELED, op.order_id, postings.reversal_entries(recovered))
-            return
         book.post(K.REFUND_REVERSED, op.order_id, postings.reversal_entries(issued))
+        if op.order_id in model.released and seller_part:  # after payout: recovered, then given back untouched
+            book.post(K.RECOVERY_OPENED, op.order_id, postings.recovery_entries(seller_part, cur, shop))
+            reversible = max(model.order_transferred[op.order_id] - model.order_reversed[op.order_id], 0)
+            pending = min(seller_part, reversible)  # a reversal never attempted: canceled
+            if seller_part > pending:  # the rest was a debt at once: the debt is reduced (or owed back)
+                book.post(
+                    K.RECOVERY_DEBT, op.order_id, postings.recovery_debt_entries(seller_part - pending, cur, shop)
+                )
+                model.debt[shop][cur] += seller_part - pending
+            give_back(book, model, op.order_id, seller_part, Account.ESCROW, in_escrow=False, recoverable=pending)
         return
     if op.outcome == "paid_then_failed":  # paid, then failed at the provider (a closed card): money back
         book.post(K.REFUND_PAID, op.order_id, paid)
@@ -268,17 +307,89 @@ def refund(book: Book, model: Model, op: Refund) -> None:
         model.pending.add(op.order_id)
     model.refunded[op.order_id] += op.amount
     model.goodwill[cur] += op.amount - seller_part
-    recover_or_fund(book, model, op.order_id, seller_part, refused=op.recovery_refused)
+    recovered = recover_or_fund(book, model, op.order_id, seller_part, refused=op.recovery_refused)
+    if op.outcome == "paid":
+        model.settled.append(Settled(op.order_id, op.amount, seller_part, recovered, issued, paid))
 
 
-def recover_or_fund(book: Book, model: Model, order_id: str, seller_part: int, *, refused: bool) -> None:
+def give_back(
+    book: Book, model: Model, order_id: str, amount: int, source: Account, *, in_escrow: bool, recoverable: int
+) -> None:
+    """The services' give-back (app/payouts/reallocation.py) with the model's own bookkeeping: back into
+    the order's escrow, a pending reversal canceled, or credited to the shop (debt first, then owed)."""
+    _, shop = ORDERS[order_id]
+    cur = model.currency[order_id]
+    entries = postings.give_back_entries(
+        source=source,
+        amount=amount,
+        in_escrow=in_escrow,
+        recoverable=recoverable,
+        debt=model.debt[shop][cur],
+        currency=cur,
+        seller_id=shop,
+    )
+    if entries:
+        book.post(K.REALLOCATED if source == Account.PLATFORM_GOODWILL else K.RECOVERY_CANCELED, order_id, entries)
+    if source == Account.PLATFORM_GOODWILL:
+        model.goodwill[cur] += amount
+        if in_escrow:
+            model.seller_paid[order_id] -= amount
+    credited = 0 if in_escrow else amount - recoverable
+    reduced = min(credited, model.debt[shop][cur])
+    model.debt[shop][cur] -= reduced
+    model.owed[shop][cur] += credited - reduced
+
+
+def appeal(book: Book, model: Model, op: Appeal) -> None:
+    live = [g for g in model.settled if not g.failed and not g.reallocated and g.seller_part]
+    if not live:
+        return
+    grant = live[op.index % len(live)]
+    in_escrow = not grant.recovered and grant.order_id not in model.released
+    give_back(
+        book, model, grant.order_id, grant.seller_part, Account.PLATFORM_GOODWILL, in_escrow=in_escrow, recoverable=0
+    )
+    grant.reallocated = True
+
+
+def fail_late(book: Book, model: Model, op: FailLate) -> None:
+    failable = [g for g in model.settled if not g.failed and g.paid is not None]
+    if not failable:
+        return
+    grant = failable[op.index % len(failable)]
+    assert grant.paid is not None
+    _, shop = ORDERS[grant.order_id]
+    cur = model.currency[grant.order_id]
+    book.post(K.REFUND_REVERSED, grant.order_id, postings.late_failure_entries(grant.issued, grant.paid))
+    grant.failed = True
+    model.refunded[grant.order_id] -= grant.amount
+    model.paid_out[cur] -= grant.amount
+    model.goodwill[cur] -= grant.amount - grant.seller_part
+    if grant.reallocated:  # the operator bore the shop's part: it goes back to the operator
+        if grant.seller_part:
+            book.post(
+                K.REALLOCATION_REVERSED,
+                grant.order_id,
+                postings.reallocation_reversed_entries(grant.seller_part, cur, shop),
+            )
+            model.goodwill[cur] -= grant.seller_part
+        return
+    if not grant.seller_part:
+        return
+    in_escrow = not grant.recovered and grant.order_id not in model.released
+    if in_escrow:  # back in the order's escrow (the reversal put it there): the release pays it
+        model.seller_paid[grant.order_id] -= grant.seller_part
+    give_back(book, model, grant.order_id, grant.seller_part, Account.ESCROW, in_escrow=in_escrow, recoverable=0)
+
+
+def recover_or_fund(book: Book, model: Model, order_id: str, seller_part: int, *, refused: bool) -> bool:
     """Before release the shop funds its part from the order's escrow; after, it is recovered: the transfer
     reversed by what it still holds, or (refused, or nothing left on it) the shop's debt."""
     if order_id not in model.released:
         model.seller_paid[order_id] += seller_part
-        return
+        return False
     if not seller_part:
-        return
+        return False
     _, shop = ORDERS[order_id]
     cur = model.currency[order_id]
     book.post(K.RECOVERY_OPENED, order_id, postings.recovery_entries(seller_part, cur, shop))
@@ -292,6 +403,7 @@ def recover_or_fund(book: Book, model: Model, order_id: str, seller_part: int, *
     if owed:
         book.post(K.RECOVERY_DEBT, order_id, postings.recovery_debt_entries(owed, cur, shop))
         model.debt[shop][cur] += owed
+    return True
 
 
 def compensate(book: Book, model: Model, op: Compensate) -> None:
@@ -313,7 +425,8 @@ def compensate(book: Book, model: Model, op: Compensate) -> None:
     model.refunded[op.order_id] += op.amount
     model.goodwill[cur] += op.amount - seller_part
     model.bonus[cur] += bonus
-    recover_or_fund(book, model, op.order_id, seller_part, refused=op.recovery_refused)
+    recovered = recover_or_fund(book, model, op.order_id, seller_part, refused=op.recovery_refused)
+    model.settled.append(Settled(op.order_id, op.amount, seller_part, recovered, entries, None))
 
 
 def release(book: Book, model: Model, op: Release) -> None:
@@ -324,10 +437,17 @@ def release(book: Book, model: Model, op: Release) -> None:
     cur = model.currency[op.order_id]
     captured, funded = model.captured[op.order_id], model.seller_paid[op.order_id]
     commission = captured * op.commission_percent // 100
-    split = release_split(escrow_left=captured - funded, commission=commission, debt=model.debt[shop][cur])
+    owed = model.owed[shop][cur]
+    split = release_split(escrow_left=captured - funded, commission=commission, debt=model.debt[shop][cur], owed=owed)
     assert split.transferred >= 0  # never a negative payout
     assert split.debt_netted >= 0
-    parts = {"escrow_left": captured - funded, "commission": commission, "currency": cur, "seller_id": shop}
+    parts = {
+        "escrow_left": captured - funded,
+        "commission": commission,
+        "currency": cur,
+        "seller_id": shop,
+        "owed_paid": split.owed_paid,
+    }
     if split.debt_recorded:
         entries = postings.debt_entries(**parts)
         kind = K.DEBT_RECORDED
@@ -345,14 +465,15 @@ def release(book: Book, model: Model, op: Release) -> None:
         book.post(K.TRANSFER_PAID, op.order_id, postings.transfer_paid_entries(split.transferred, cur, shop))
     model.released.add(op.order_id)
     model.commission[cur] += commission
-    share = captured - funded - commission
-    if share < 0:
-        model.debt[shop][cur] += -share
+    due = captured - funded - commission + owed  # what the shop is owed back is paid with this release
+    model.owed[shop][cur] = 0
+    if due < 0:
+        model.debt[shop][cur] += -due
     else:
-        netted = min(model.debt[shop][cur], share)
+        netted = min(model.debt[shop][cur], due)
         model.debt[shop][cur] -= netted
-        model.transferred[cur] += share - netted
-        model.order_transferred[op.order_id] = share - netted
+        model.transferred[cur] += due - netted
+        model.order_transferred[op.order_id] = due - netted
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +513,43 @@ def store(engine: Engine, book: Book) -> None:
 def test_every_movement_keeps_the_balances_the_model_expects(
     engine: Engine, totals: list[int], ops: list[Operation]
 ) -> None:
-    book, model = replay(totals, ops)
+    holds_the_model(engine, *replay(totals, ops))
+
+
+# After release: compensations (recovered from the shop), appeals, late failures, and more releases.
+after_release = st.lists(
+    st.one_of(
+        st.builds(
+            Refund, order_ids, st.integers(min_value=1, max_value=20_000), percents, st.just("paid"), st.booleans()
+        ),
+        st.builds(
+            Compensate, st.sampled_from(["credit", "promo"]), order_ids, amounts, percents, percents, st.booleans()
+        ),
+        st.builds(Appeal, st.integers(min_value=0, max_value=20)),
+        st.builds(FailLate, st.integers(min_value=0, max_value=20)),
+        st.builds(Release, order_ids, percents, st.booleans()),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.integers(min_value=50_000, max_value=200_000), min_size=len(ORDERS), max_size=len(ORDERS)),
+    st.lists(st.integers(min_value=0, max_value=30), min_size=len(ORDERS), max_size=len(ORDERS)),
+    operations,
+    after_release,
+)
+def test_appeals_and_late_failures_around_releases_keep_the_balances(
+    engine: Engine, totals: list[int], commissions: list[int], before: list[Operation], after: list[Operation]
+) -> None:
+    """The same, with every order released part-way (large captures, small commissions): what comes after
+    is recovered from the shops, and its appeals and late failures give back to them (debt, owed)."""
+    releases = [Release(o, pct, transfer_fails=False) for o, pct in zip(sorted(ORDERS), commissions, strict=True)]
+    holds_the_model(engine, *replay(totals, [*before[:10], *releases, *after]))
+
+
+def holds_the_model(engine: Engine, book: Book, model: Model) -> None:
 
     everything: Counter[str] = Counter()
     for _, _, entries in book.transactions:
@@ -431,6 +588,9 @@ def test_every_movement_keeps_the_balances_the_model_expects(
     for shop in SHOPS:  # debt never lost: recorded, netted, and what is left is still owed
         assert book.balance(Account.SELLER_DEBT, party=shop) == nonzero(model.debt[shop])
         assert all(amount >= 0 for amount in model.debt[shop].values())
+        # Owed back never lost either: credited, then paid with the next release; never negative.
+        assert negated(book.balance(Account.SELLER_OWED, party=shop)) == nonzero(model.owed[shop])
+        assert all(amount >= 0 for amount in model.owed[shop].values())
     for buyer in BUYERS:
         assert negated(book.balance(Account.BUYER_CREDIT, party=buyer)) == nonzero(model.credit[buyer])
         assert negated(book.balance(Account.PROMO_LIABILITY, party=buyer)) == nonzero(model.promo[buyer])
@@ -454,6 +614,8 @@ def test_the_model_sees_every_builder() -> None:
         Refund("o1", 100, 100, "paid"),  # after release: the transfer reversed
         Refund("o1", 100, 100, "reversed"),  # after release, refused by the provider: the recovery canceled
         Compensate("credit", "o1", 50, 100, 0, recovery_refused=True),  # refused: a debt
+        Appeal(3),  # the shop won an appeal on o1's reversed refund: owed back to it, the operator pays
+        FailLate(1),  # ... and that refund fails after all: the part goes back to the operator
     ]
     book, _ = replay([10_000, 10_000, 10_000], ops)
     assert {kind for kind, _, _ in book.transactions} == set(TransactionKind)
