@@ -46,6 +46,7 @@ from app.payouts.models import Refund
 from app.payouts.payout_controller import PayoutController, SellerBalanceController
 from app.payouts.reactions import Reactions
 from app.payouts.stripe_escrow import StripeEscrow
+from app.reconciliation.controller import ReconciliationController
 from app.sellers.controller import SellerController
 from app.settings import Settings, get_settings_or_exit
 from app.threads.controller import AttachmentController, MacroController, ThreadController
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             ProviderEventController,
             PayoutController,
             SellerBalanceController,
+            ReconciliationController,
             events_socket,
             assets_router(),
         ],

@@ -16,6 +16,7 @@ from app.payouts.models import (
     Refund,
     Wallet,
 )
+from app.reconciliation.models import Reconciliation, ReconciliationItem, reconciliation_rows
 from app.sellers.models import Seller
 from app.threads.models import Attachment, Macro, Message, MessageAttachment, ReadCursor, Thread
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -43,6 +44,8 @@ __all__ = [
     "PromoCode",
     "ProviderEventRecord",
     "ReadCursor",
+    "Reconciliation",
+    "ReconciliationItem",
     "Refund",
     "Seller",
     "Thread",
@@ -51,4 +54,5 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "metadata",
+    "reconciliation_rows",
 ]

@@ -221,6 +221,57 @@ OPERATIONS: dict[str, Op] = {
     "GET /v1/payouts": Op(problems={403: FORBIDDEN}),
     "GET /v1/payouts/{payout_id}": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
     "GET /v1/sellers/{seller_id}/balance": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
+    # reconciliation
+    "POST /v1/reconciliations": Op(
+        body={
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["from", "to"],
+                        "properties": {
+                            "from": {"type": "string", "format": "date-time"},
+                            "to": {"type": "string", "format": "date-time"},
+                        },
+                    }
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "from": {"type": "string", "format": "date-time"},
+                            "to": {"type": "string", "format": "date-time"},
+                        },
+                    }
+                },
+            },
+        },
+        problems={
+            403: FORBIDDEN,
+            413: ("payload_too_large",),
+            415: ("unsupported_media_type",),
+            422: ("reconciliation.unknown_layout", "reconciliation.invalid_period"),
+        },
+    ),
+    "GET /v1/reconciliations": Op(problems={403: FORBIDDEN}),
+    "GET /v1/reconciliations/{reconciliation_id}": Op(problems={403: FORBIDDEN, 404: NOT_FOUND}),
+    "GET /v1/reconciliations/{reconciliation_id}/items": Op(
+        problems={403: FORBIDDEN, 404: NOT_FOUND},
+        content={
+            "application/json": {"schema": {"type": "object", "description": "A page of items: {items, next_cursor}"}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    ),
+    "POST /v1/reconciliations/{reconciliation_id}/items/{item_id}/explanation": Op(
+        problems={
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            409: ("reconciliation.not_a_break", "reconciliation.already_explained"),
+        }
+    ),
     "GET /v1/buyers/{buyer_id}/credit": Op(problems={404: NOT_FOUND}),
     "POST /v1/buyers/{buyer_id}/credit/redemptions": Op(
         problems={

@@ -63,6 +63,11 @@ class Settings:
     payout_lease_seconds: float = 60.0
     # How long a promo code granted as compensation stays valid.
     promo_valid_seconds: int = 90 * 86_400
+    # Reconciliation: provider movements listed this long before or after a period still absorb the
+    # ledger's movements booked inside it (a capture booked at 23:59:59, listed at 00:00:01).
+    reconciliation_edge_seconds: int = 3_600
+    # Where uploaded exports are kept while they are reconciled; empty: <attachments_dir>/reconciliations.
+    reconciliation_dir: str = ""
     # Events a WebSocket client may fall behind by before it is closed (4429) and must resume.
     ws_queue_size: int = 1_000
     log_level: str = "INFO"
@@ -73,6 +78,10 @@ class Settings:
     webhooks_allow_private: bool = False
     # Filled in by load_settings, not by an environment variable.
     warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def reconciliation_files(self) -> str:
+        return self.reconciliation_dir or str(Path(self.attachments_dir) / "reconciliations")
 
     @property
     def is_sqlite(self) -> bool:

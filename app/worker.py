@@ -1,7 +1,7 @@
 """The background worker: what runs without anyone asking.
 
-Dispute timers, outbound webhook deliveries, refunds and escrow releases paid through the gateway, and
-housekeeping (old events, stale idempotency keys).
+Dispute timers, outbound webhook deliveries, refunds and escrow releases paid through the gateway,
+reconciliations, and housekeeping (old events, stale idempotency keys).
 Runs inside the server when ``SAV_RUN_WORKER=true`` (the embedded default), or on its own as
 ``sav worker``. Every job is safe to run from several workers at once (timers and deliveries take their
 rows with SKIP LOCKED; pruning is plain deletes), and a worker that dies loses nothing: due work is
@@ -27,6 +27,7 @@ from app.events import service as events
 from app.payouts import release, reversals, settlement
 from app.payouts.gateway import PaymentGateway
 from app.payouts.reactions import RefundSettled
+from app.reconciliation import job as reconciliation
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -68,6 +69,14 @@ def all_jobs(settings: Settings, *, gateway: PaymentGateway | None, on_refund_se
         return await webhooks.deliver_due(sessions, policy=policy)
 
     jobs.append(Job("deliver-webhooks", settings.worker_poll_seconds, deliver_webhooks, own_transactions=True))
+
+    async def reconcile(sessions: async_sessionmaker[AsyncSession]) -> int:
+        # Files need no gateway; a provider period without one fails with an error saying so.
+        return await reconciliation.reconcile_due(
+            sessions, gateway=gateway, edge_seconds=settings.reconciliation_edge_seconds
+        )
+
+    jobs.append(Job("reconcile", settings.worker_poll_seconds, reconcile, own_transactions=True))
     if gateway is not None:
 
         async def pay_refunds(sessions: async_sessionmaker[AsyncSession]) -> int:

@@ -16,13 +16,13 @@ from typing import Any
 
 import stripe
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.auth import issue_token
 from app.db import create_engine, utcnow
 from app.disputes import resolution as disputes
-from app.ledger.models import LedgerEntry
+from app.ledger.models import LedgerEntry, LedgerTransaction
 from app.payouts import settlement
 from app.settings import Settings, load_settings
 from tests.fakes import FakeEscrow
@@ -318,3 +318,48 @@ def refund_event(kind: str, refund: dict[str, Any]) -> dict[str, Any]:
         "request": {"id": None, "idempotency_key": None},
         "data": {"object": {"object": "refund", "currency": "eur", "metadata": {}, **refund}},
     }
+
+
+def book_ledger(settings: Settings, batches: list[list[Any]]) -> None:
+    """Ledger transactions as devtools/reconciliation_data.py hands them over
+    ``(id, kind, provider_id, order_id, created_at, [(account, amount, currency, party_id)])``, with core
+    bulk inserts."""
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                for batch in batches:
+                    await conn.execute(
+                        insert(LedgerTransaction),
+                        [
+                            {
+                                "id": tx,
+                                "kind": kind,
+                                "provider_id": pid,
+                                "order_id": order,
+                                "created_at": at,
+                                "reference": f"recon-test:{tx}",
+                            }
+                            for tx, kind, pid, order, at, _ in batch
+                        ],
+                    )
+                    await conn.execute(
+                        insert(LedgerEntry),
+                        [
+                            {
+                                "transaction_id": tx,
+                                "account": account,
+                                "amount": amount,
+                                "currency": currency,
+                                "party_id": party,
+                                "order_id": order,
+                            }
+                            for tx, _, _, order, _, entries in batch
+                            for account, amount, currency, party in entries
+                        ],
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -130,3 +130,24 @@ class FakeEscrow:
     @property
     def total(self) -> int:
         return sum(r.amount for r in self.refunds.values() if r.status == "succeeded")
+
+
+class FakeBalance:
+    """A provider's balance transactions, listed as Stripe does: ``created`` filters (both bounds
+    inclusive), newest first, pages of ``limit`` after ``starting_after``. Also a (partial) payment
+    gateway: reconciliation only lists."""
+
+    def __init__(self, items: list[ProviderBalanceTransaction]) -> None:
+        self.items = items
+        self.pages = 0
+
+    async def list_balance_transactions(
+        self, *, created_from: int, created_to: int, starting_after: str | None = None, limit: int = 100
+    ) -> BalanceTransactionPage:
+        self.pages += 1
+        found = sorted(
+            (t for t in self.items if created_from <= t.created <= created_to), key=lambda t: (-t.created, t.id)
+        )
+        if starting_after is not None:
+            found = found[[t.id for t in found].index(starting_after) + 1 :]
+        return BalanceTransactionPage(items=found[:limit], has_more=len(found) > limit)

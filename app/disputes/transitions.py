@@ -115,10 +115,7 @@ async def _follow_escrow(session: AsyncSession, dispute: Dispute, *, frozen: boo
     # The order's row is locked and read afresh: the release job may have released it a moment ago, and a
     # stale `held` written back would undo that.
     order = await session.scalar(
-        select(Order)
-        .where(Order.id == dispute.order_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        select(Order).where(Order.id == dispute.order_id).with_for_update().execution_options(populate_existing=True)
     )
     if order is None:
         return

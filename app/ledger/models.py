@@ -27,7 +27,8 @@ class LedgerTransaction(Base):
     # capture, the provider refund (re_) of a refund paid or reversed. Null for what lives only in our
     # ledger (a refund granted and not yet sent, credit notes, promo codes). Reconciliation joins on it.
     provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed: reconciliation scans the movements booked in a period.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # Written with the transaction (the unit of work inserts it first); never loaded through here.
     entries: Mapped[list[LedgerEntry]] = relationship(lazy="raise")
 

@@ -25,7 +25,9 @@ Accounts used so far:
 
 A refund is two transactions: ``refund_issued`` when it is granted (escrow and/or goodwill → refunds in
 flight), then ``refund_paid`` when the provider confirms (refunds in flight → provider balance), or
-``refund_reversed`` (the exact opposite of the issue) when the provider finally refuses it. Credit notes
+``refund_reversed`` (the exact opposite of the issue) when the provider refuses it before making it. A
+refund the provider made and then failed (at once or after it succeeded) is ``refund_paid`` then
+``refund_reversed`` undoing both, as the provider's balance lists a ``refund`` and a ``refund_failure``. Credit notes
 and promo codes are one transaction when issued (escrow/goodwill/bonus → buyer credit or promo
 liability) and one when spent (→ checkout clearing). The entries of each are built in ``postings.py``.
 """

@@ -181,11 +181,27 @@ async def _fail(
     refund.status = RefundStatus.FAILED
     refund.failure_reason = reason
     issued = await posting.entries_of(session, f"refund:{refund.id}:issued")
+    if refund.provider_ref:
+        # The provider created the refund (we have its re_) and then failed it: its balance lists the
+        # refund and then its refund_failure. The ledger mirrors both (paid, then the late failure's
+        # reversal, as _fail_after_success), so reconciliation matches each; the net is the issue undone.
+        paid = paid_entries(refund.amount, refund.currency)
+        await posting.post(
+            session,
+            kind=TransactionKind.REFUND_PAID,
+            reference=f"refund:{refund.id}:paid",
+            entries=paid,
+            order_id=refund.order_id,
+            provider_id=refund.provider_ref,
+        )
+        entries = late_failure_entries(issued, paid)
+    else:  # refused before the provider made anything: nothing moved there
+        entries = reversal_entries(issued)
     await posting.post(
         session,
         kind=TransactionKind.REFUND_REVERSED,
         reference=f"refund:{refund.id}:reversed",
-        entries=reversal_entries(issued),
+        entries=entries,
         order_id=refund.order_id,
         provider_id=refund.provider_ref,
     )

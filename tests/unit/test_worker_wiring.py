@@ -19,6 +19,7 @@ EVERY_JOB = [
     "prune-idempotency-keys",
     "dispute-timers",
     "deliver-webhooks",
+    "reconcile",  # files need no gateway; a provider period without one fails saying so
     "pay-refunds",
     "release-escrow",
     "reverse-transfers",

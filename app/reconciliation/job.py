@@ -1,0 +1,296 @@
+"""Running a reconciliation: the worker's ``reconcile`` job, and ``run_reconciliation`` for in-process callers
+(the CLI, the benchmark).
+
+A run is leased like the outbox's rows (app/outbox.py): the claim counts an attempt and owns the
+reconciliation until ``next_attempt_at``; every batch renews the lease under the same attempt number, so a
+worker that lost it (it stalled, another took over) stops at its next batch. A run always starts from
+scratch: it drops whatever an earlier attempt staged or found, then
+
+1. stages the provider's rows in batches (PostgreSQL: ``COPY`` on the driver's connection; SQLite:
+   ``executemany``), one transaction per batch that also moves ``progress.rows``, so a GET shows it;
+2. matches in SQL (``matching.py``), writes the counts and totals, drops the staged rows: ``done``.
+
+A file row that cannot be read fails it (``error`` names the line and column) with no items. The provider's
+rows come from every page of the gateway's balance transactions of [from - edge, to + edge): those outside
+[from, to) only absorb the ledger's movements booked near the edges (see matching.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import anyio
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import utcnow
+from app.payouts.gateway import PaymentGateway, PaymentProviderError
+from app.reconciliation import matching
+from app.reconciliation.models import DONE, FAILED, RUNNING, Reconciliation, reconciliation_rows
+from app.reconciliation.parsing import ProviderRow, UnreadableExport, from_gateway, read_export
+from app.reconciliation.rules import provider_class
+from app.reconciliation.schemas import ReconciliationRead
+from app.reconciliation.service import read
+
+logger = logging.getLogger("sav.reconciliation")
+
+LEASE = timedelta(seconds=120)
+BATCH = 20_000
+MAX_ATTEMPTS = 5
+EDGE_SECONDS = 3_600
+COLUMNS = tuple(column.name for column in reconciliation_rows.columns)
+OnProgress = Callable[[int], object]
+
+
+class LostLease(Exception):
+    """Another worker owns the reconciliation now (this one's lease ran out): stop, it starts again there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    attempt: int
+    source: str
+    period_from: datetime | None
+    period_to: datetime | None
+    file_path: str | None
+
+
+async def _claim(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, rec_id: str | None = None
+) -> Claimed | None:
+    """Take one running reconciliation whose lease has run out (or ``rec_id``, whatever its lease)."""
+    async with sessions() as session, session.begin():
+        query = select(Reconciliation).where(Reconciliation.status == RUNNING)
+        if rec_id is None:
+            query = query.where(Reconciliation.next_attempt_at <= now).order_by(Reconciliation.next_attempt_at)
+        else:
+            query = query.where(Reconciliation.id == rec_id)
+        rec = await session.scalar(query.limit(1).with_for_update(skip_locked=True))
+        if rec is None:
+            return None
+        if rec.attempts >= MAX_ATTEMPTS:
+            await _finish_failed(session, rec, f"gave up after {rec.attempts} attempts", now)
+            return None
+        rec.attempts += 1
+        rec.next_attempt_at = now + LEASE
+        return Claimed(rec.id, rec.attempts, rec.source, rec.period_from, rec.period_to, rec.file_path)
+
+
+async def reconcile_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    gateway: PaymentGateway | None,
+    edge_seconds: int = EDGE_SECONDS,
+    now: datetime | None = None,
+) -> int:
+    """The worker's job: run one due reconciliation to its end. Returns how many it ran (0 or 1)."""
+    claimed = await _claim(sessions, now=now or utcnow())
+    if claimed is None:
+        return 0
+    await _run(sessions, gateway, claimed, edge_seconds=edge_seconds, on_progress=None)
+    return 1
+
+
+async def run_reconciliation(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: PaymentGateway | None,
+    rec_id: str,
+    on_progress: OnProgress | None = None,
+    *,
+    edge_seconds: int = EDGE_SECONDS,
+) -> ReconciliationRead:
+    """Run ``rec_id`` here and now (it must be running and not held by a worker), calling ``on_progress``
+    with the rows staged so far after each batch. Returns it as it ends."""
+    claimed = await _claim(sessions, now=utcnow(), rec_id=rec_id)
+    if claimed is not None:
+        await _run(sessions, gateway, claimed, edge_seconds=edge_seconds, on_progress=on_progress)
+    async with sessions() as session:
+        rec = await session.get(Reconciliation, rec_id)
+        if rec is None:
+            raise LookupError(f"no reconciliation {rec_id}")
+        return read(rec)
+
+
+async def _run(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: PaymentGateway | None,
+    claimed: Claimed,
+    *,
+    edge_seconds: int,
+    on_progress: OnProgress | None,
+) -> None:
+    try:
+        async with sessions() as session, session.begin():
+            await _renew(session, claimed, rows=0)
+            await matching.clear(session, claimed.id, items=True)
+        staged = 0
+        async for batch in _batches(claimed, gateway, edge_seconds):
+            async with sessions() as session, session.begin():
+                await _stage(session, batch)
+                staged += len(batch)
+                await _renew(session, claimed, rows=staged)
+            if on_progress is not None:
+                on_progress(staged)
+        async with sessions() as session, session.begin():
+            await _renew(session, claimed, rows=staged)
+            await _match(session, claimed)
+    except LostLease:
+        logger.warning(
+            "reconciliation %s: lease lost at attempt %d, left to its new owner", claimed.id, claimed.attempt
+        )
+    except (UnreadableExport, PaymentProviderError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, PaymentProviderError) and exc.transient and claimed.attempt < MAX_ATTEMPTS:
+            raise  # the lease runs out and a later pass starts it again
+        async with sessions() as session, session.begin():
+            rec = await _owned(session, claimed)
+            await matching.clear(session, claimed.id, items=True)
+            await _finish_failed(session, rec, _describe(exc), utcnow())
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the file is not UTF-8 text (byte {exc.start} of a read chunk)"
+    if isinstance(exc, PaymentProviderError):
+        return f"the payment provider refused the listing: {exc}"
+    if isinstance(exc, OSError):
+        return f"the file cannot be read: {exc.strerror or exc}"
+    return str(exc)
+
+
+async def _owned(session: AsyncSession, claimed: Claimed) -> Reconciliation:
+    rec = await session.scalar(
+        select(Reconciliation)
+        .where(Reconciliation.id == claimed.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if rec is None or rec.status != RUNNING or rec.attempts != claimed.attempt:
+        raise LostLease(claimed.id)
+    return rec
+
+
+async def _renew(session: AsyncSession, claimed: Claimed, *, rows: int) -> None:
+    """Move the progress and the lease on, if the run is still this one's."""
+    done = await session.execute(
+        update(Reconciliation)
+        .where(
+            Reconciliation.id == claimed.id,
+            Reconciliation.status == RUNNING,
+            Reconciliation.attempts == claimed.attempt,
+        )
+        .values(rows=rows, next_attempt_at=utcnow() + LEASE)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise LostLease(claimed.id)
+
+
+async def _finish_failed(session: AsyncSession, rec: Reconciliation, error: str, now: datetime) -> None:
+    rec.status, rec.error, rec.finished_at = FAILED, error[:1000], now
+
+
+async def _match(session: AsyncSession, claimed: Claimed) -> None:
+    rec = await _owned(session, claimed)
+    if rec.period_from is not None and rec.period_to is not None:
+        span: tuple[datetime, datetime] | None = (rec.period_from, rec.period_to)
+    else:
+        span = await matching.period_span(session, rec.id)
+    if span is not None:
+        await matching.match(session, rec.id, *span)
+    found = await matching.counts(session, rec.id)
+    rec.matched, rec.amount_mismatch = found["matched"], found["amount_mismatch"]
+    rec.missing_in_ledger, rec.missing_in_provider = found["missing_in_ledger"], found["missing_in_provider"]
+    rec.ignored = found["ignored"]
+    rec.totals = await matching.totals(session, rec.id)
+    await matching.clear(session, rec.id, items=False)
+    rec.status, rec.finished_at = DONE, utcnow()
+
+
+# --- the provider's rows --------------------------------------------------------------------------------
+
+
+def _staged(rec_id: str, row: ProviderRow, start: datetime | None, end: datetime | None) -> tuple[Any, ...]:
+    """A row as staged (COLUMNS' order). A bookable row without a source is keyed by its own id: it can
+    only be missing in the ledger."""
+    match_class = provider_class(row.type)
+    in_period = start is None or end is None or start <= row.created < end
+    return (
+        rec_id,
+        row.balance_transaction_id,
+        row.source or row.balance_transaction_id,
+        None if match_class is None else match_class.value,
+        row.amount,
+        row.currency,
+        row.created,
+        in_period,
+    )
+
+
+async def _batches(
+    claimed: Claimed, gateway: PaymentGateway | None, edge_seconds: int
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    start, end = claimed.period_from, claimed.period_to
+    if claimed.source == "file":
+        if claimed.file_path is None:
+            raise UnreadableExport(1, None, "the reconciliation has no file")
+        # Reading and parsing run in a thread, a batch at a time: the event loop (the API, when the worker
+        # is embedded) keeps serving meanwhile.
+        lines = await anyio.to_thread.run_sync(partial(open, claimed.file_path, encoding="utf-8", newline=""))
+        try:
+            rows = read_export(lines)
+
+            def next_batch() -> list[tuple[Any, ...]]:
+                return [_staged(claimed.id, row, start, end) for row in itertools.islice(rows, BATCH)]
+
+            while staged := await anyio.to_thread.run_sync(next_batch):
+                yield staged
+        finally:
+            await anyio.to_thread.run_sync(lines.close)
+        return
+    if gateway is None:
+        raise PaymentProviderError(
+            "no payment provider is configured (SAV_STRIPE_API_KEY)", code="not_configured", transient=False
+        )
+    if start is None or end is None:
+        raise PaymentProviderError("a provider reconciliation needs its period", code="no_period", transient=False)
+    edge = timedelta(seconds=edge_seconds)
+    batch: list[tuple[Any, ...]] = []
+    after: str | None = None
+    while True:
+        page = await gateway.list_balance_transactions(
+            created_from=math.floor((start - edge).timestamp()),
+            created_to=math.ceil((end + edge).timestamp()) - 1,  # the gateway's bound is inclusive
+            starting_after=after,
+            limit=100,
+        )
+        batch += [_staged(claimed.id, from_gateway(tx), start, end) for tx in page.items]
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+        if not page.has_more or not page.items:
+            break
+        after = page.items[-1].id
+    if batch:
+        yield batch
+
+
+async def _stage(session: AsyncSession, batch: list[tuple[Any, ...]]) -> None:
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # psycopg's AsyncConnection, in this session's transaction
+        async with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY reconciliation_rows ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for row in batch:
+                await copy.write_row(row)
+        return
+    await conn.execute(insert(reconciliation_rows), [dict(zip(COLUMNS, row, strict=True)) for row in batch])
