@@ -116,6 +116,7 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from app import demo_reconciliation
     from app.auth import issue_token
     from app.db import create_engine
     from app.demo import USERS, seed
@@ -124,15 +125,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     settings = get_settings_or_exit()
     migrate(settings)
 
-    async def run_seed() -> str:
+    async def run_seed() -> tuple[str, str]:
         engine = create_engine(settings.database_url, pool_size=1)
         try:
             await seed(engine)
-            return await summary(engine)
+            reconciliation = await demo_reconciliation.find(engine, settings=settings)
+            return await summary(engine), demo_reconciliation.summary(reconciliation)
         finally:
             await engine.dispose()
 
-    payouts = asyncio.run(run_seed())
+    payouts, reconciled = asyncio.run(run_seed())
     base = f"http://{args.host}:{args.port}"
     print(f"\nSAV demo marketplace seeded in {settings.database_url}\n")
     print("Tokens (valid 30 days):")
@@ -145,6 +147,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f'\nTry:  curl -H "Authorization: Bearer $TOKEN_BUYER_CAMILLE" {base}/v1/orders/ord-1001')
     if payouts:
         print(f"Money out of escrow: {payouts}")
+    if reconciled:
+        print(f"Month-end: {reconciled}")
     print(f"API docs: {base}/schema\n")
     sys.stdout.flush()
     if not args.no_serve:
