@@ -6,7 +6,8 @@ signed webhooks to the demo API. Before the API starts, the demo is seeded here 
 (app/demo_payouts.py): the worker's jobs, run in this process through the real adapter, pay released
 payouts, reverse one transfer and record one shop's refused reversal as a debt, netted from its next
 release (that shop's connected account is emptied at the local server first, as a shop taking its
-balance to its bank would). It keeps its state in memory, so the demo starts from a fresh database
+balance to its bank would); then finance reconciles an export of those movements with one break of
+each kind (app/demo_reconciliation.py). It keeps its state in memory, so the demo starts from a fresh database
 too (``./demo.db``, recreated on every run) unless ``SAV_DATABASE_URL`` names one. With
 ``SAV_STRIPE_API_KEY`` already set (your own Stripe test account), the local server is not started and
 ``sav demo`` runs as it is.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from app import demo_payouts
+from app import demo_payouts, demo_reconciliation
 from app.cli import migrate
 from app.db import create_engine
 from app.demo import charge_id_of, order_totals, seed
@@ -123,6 +124,8 @@ def release_escrow(env: dict[str, str], url: str) -> None:
         try:
             await seed(engine, settings=settings)
             await demo_payouts.tell(engine, settings=settings, drain=drain)
+            # Month-end: the provider's export of those movements, with a break of each kind, reconciled.
+            await demo_reconciliation.seed_reconciliation(engine, settings=settings)
         finally:
             await engine.dispose()
 

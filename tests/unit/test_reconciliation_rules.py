@@ -3,15 +3,18 @@ reconciled in plain Python with the same rules, it gives exactly the breaks the 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from app.ledger.posting import Account, Entry, TransactionKind, check_balanced
-from app.reconciliation.parsing import Layout, read_export
+from app.reconciliation.currencies import format_minor
+from app.reconciliation.parsing import HEADERS, Layout, read_export
 from app.reconciliation.rules import (
     LEDGER_CLASSES,
     MIXED_CURRENCIES,
@@ -22,7 +25,7 @@ from app.reconciliation.rules import (
     ledger_movement,
     provider_class,
 )
-from devtools.reconciliation_data import LedgerTx, Period, write_period
+from devtools.reconciliation_data import LedgerTx, Period, _formatter, write_period
 
 SPEC = Path(__file__).resolve().parents[2] / "devtools" / "stripe_server" / "spec3_subset.json"
 
@@ -194,3 +197,21 @@ def test_the_generator_is_deterministic_by_seed_and_writes_quoted_multiline_fiel
 def test_the_generator_refuses_more_breaks_than_bookable_rows() -> None:
     with pytest.raises(ValueError, match="bookable"):
         write_period(io.StringIO(), rows=20, breaks=7, layout="dashboard", on_ledger=lambda batch: None)
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_the_generators_hand_written_lines_are_what_csv_writer_writes(layout: Layout) -> None:
+    text, ledger, _ = generate(layout, rows=400, breaks=5, seed=2**40 + 3)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    rewritten = io.StringIO(newline="")
+    csv.writer(rewritten, lineterminator="\r\n").writerows(rows)
+    assert rewritten.getvalue() == text
+    assert all(len(row) == len(HEADERS[layout]) for row in rows)
+    # Transaction ids are the UUIDs of (seed << 64) | n, without building them.
+    assert [tx[0] for tx in ledger[:3]] == [str(uuid.UUID(int=(2**40 + 3) << 64 | n)) for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("currency", ["EUR", "JPY", "KWD"])
+def test_the_generators_amounts_are_format_minor(currency: str) -> None:
+    amounts = [*range(-2100, 2100), -(10**12) - 7, 10**12 + 7]
+    assert [_formatter(currency)(a) for a in amounts] == [format_minor(a, currency) for a in amounts]
