@@ -185,7 +185,7 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
     from app.db import create_engine
     from app.errors import DomainError
     from app.main import payment_gateway
-    from app.reconciliation.job import run_reconciliation
+    from app.reconciliation.job import LEASE, run_reconciliation
     from app.reconciliation.service import start_reconciliation
 
     settings = get_settings_or_exit()
@@ -226,6 +226,7 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
                     period_from=args.period_from,
                     period_to=args.period_to,
                     file_path=args.file,
+                    lease=LEASE,  # created leased to this process: a running `sav worker` leaves it alone
                 )
             with progress:
                 task = progress.add_task("rows", total=total)
@@ -235,6 +236,7 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
                     started.reconciliation_id,
                     lambda rows: progress.update(task, completed=rows),
                     edge_seconds=settings.reconciliation_edge_seconds,
+                    leased=True,
                 )
                 progress.update(task, completed=rec.progress.rows, total=rec.progress.rows)
             return rec

@@ -117,7 +117,7 @@ def write_export(path: Path, booked: list[Movement]) -> tuple[datetime, datetime
 async def seed_reconciliation(engine: AsyncEngine, *, settings: Settings) -> ReconciliationRead | None:
     """Write the export, reconcile it (see the module). None when the ledger has too few provider movements
     to show the breaks (two charges, each alone under its key); the existing one when the demo has it."""
-    from app.reconciliation.job import run_reconciliation
+    from app.reconciliation.job import LEASE, run_reconciliation
     from app.reconciliation.service import start_reconciliation
 
     existing = await find(engine, settings=settings)
@@ -132,11 +132,11 @@ async def seed_reconciliation(engine: AsyncEngine, *, settings: Settings) -> Rec
     period_from, period_to = write_export(path, booked)
     async with sessions() as session, session.begin():
         started = await start_reconciliation(
-            session, actor=FATOU, period_from=period_from, period_to=period_to, file_path=path
+            session, actor=FATOU, period_from=period_from, period_to=period_to, file_path=path, lease=LEASE
         )
-    # A file needs no payment provider.
+    # A file needs no payment provider; created leased to this process, so a running worker leaves it alone.
     return await run_reconciliation(
-        sessions, None, started.reconciliation_id, edge_seconds=settings.reconciliation_edge_seconds
+        sessions, None, started.reconciliation_id, edge_seconds=settings.reconciliation_edge_seconds, leased=True
     )
 
 

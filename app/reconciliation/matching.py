@@ -16,7 +16,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select, text, union_all
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ledger.models import LedgerEntry, LedgerTransaction
@@ -30,53 +47,58 @@ OTHER_AMOUNT = "the amounts differ"
 OTHER_CURRENCY = "the currencies differ"
 
 
-def _provider_side(rec_id: str) -> Any:
-    """The provider's bookable rows of the period, per key."""
-    return (
-        select(
-            rows.provider_id,
-            rows.match_class,
-            func.sum(rows.amount).label("amount"),
-            func.min(rows.currency).label("cur_lo"),
-            func.max(rows.currency).label("cur_hi"),
-            func.min(rows.balance_transaction_id).label("txn"),
-        )
-        .where(rows.reconciliation_id == rec_id, rows.in_period.is_(True), rows.match_class.is_not(None))
-        .group_by(rows.provider_id, rows.match_class)
-        .subquery("p")
-    )
+def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
+    """Both sides as one stream of rows keyed (provider id, match class), to be aggregated once.
 
-
-def _ledger_side(rec_id: str, start: datetime, end: datetime) -> Any:
-    """The ledger's provider movements, per key: those booked in [start, end), and those of any date whose
-    provider id a provider row of the period names (kept only for a key the period lists: ``booked_in``).
+    - the provider's bookable rows: those of the period carry their amount, currency and id (``p``); those
+      of the edge band only mark the key (``edge``);
+    - the ledger's provider movements, one row per ``provider_balance`` entry (``l``, ``booked``: booked
+      in [start, end)): those booked in the period, and those of any date whose provider id a provider row
+      of the period names (kept only for a key the period lists).
     A movement is a transaction of a kind in ``LEDGER_CLASSES`` with a provider id; its amount is the sum
     of its ``provider_balance`` entries (a transaction without one moved nothing at the provider)."""
     t, e = LedgerTransaction, LedgerEntry
     kinds = [kind.value for kind in LEDGER_CLASSES]
-    named = select(rows.provider_id).where(
-        rows.reconciliation_id == rec_id, rows.in_period.is_(True), rows.match_class.is_not(None)
-    )
+    mine = and_(rows.reconciliation_id == rec_id, rows.match_class.is_not(None))
+    named = select(rows.provider_id).where(mine, rows.in_period.is_(True))
     booked_in = and_(t.created_at >= start, t.created_at < end)
     match_class = case({kind.value: cls.value for kind, cls in LEDGER_CLASSES.items()}, value=t.kind)
-    return (
+    in_period = rows.in_period.is_(True)
+    zero, one = literal_column("0", Integer), literal_column("1", Integer)
+    provider = select(
+        rows.provider_id.label("provider_id"),
+        rows.match_class.label("match_class"),
+        case((in_period, rows.amount)).label("p_amount"),
+        case((in_period, rows.currency)).label("p_currency"),
+        case((in_period, rows.balance_transaction_id)).label("txn"),
+        case((in_period, 1), else_=0).label("p"),
+        case((in_period, 0), else_=1).label("edge"),
+        cast(null(), BigInteger).label("l_amount"),
+        cast(null(), String(3)).label("l_currency"),
+        zero.label("l"),
+        zero.label("booked"),
+    ).where(mine)
+    ledger = (
         select(
-            t.provider_id.label("provider_id"),
-            match_class.label("match_class"),
-            func.sum(e.amount).label("amount"),
-            func.min(e.currency).label("cur_lo"),
-            func.max(e.currency).label("cur_hi"),
-            # 1 when one of the key's movements was booked in the period (else it is here for a provider row)
-            func.max(case((booked_in, 1), else_=0)).label("booked_in"),
+            t.provider_id,
+            match_class,
+            cast(null(), BigInteger),
+            cast(null(), String(3)),
+            cast(null(), String(255)),
+            zero,
+            zero,
+            e.amount,
+            e.currency,
+            one,
+            case((booked_in, 1), else_=0),
         )
         .select_from(t)
         .join(e, and_(e.transaction_id == t.id, e.account == PROVIDER_ACCOUNT.value))
         # One pass over the ledger's movements with the period's provider ids hashed (PostgreSQL: a hashed
         # subplan), rather than a union of two scans that must then be deduplicated by a sort.
         .where(t.provider_id.is_not(None), t.kind.in_(kinds), or_(booked_in, t.provider_id.in_(named)))
-        .group_by(t.provider_id, match_class)
-        .subquery("l")
     )
+    return union_all(provider, ledger).subquery("sides")
 
 
 async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, datetime] | None:
@@ -94,50 +116,49 @@ async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, dat
 async def match(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> None:
     """Write the reconciliation's items (in the caller's transaction)."""
     if session.get_bind().dialect.name == "postgresql":
-        # Aggregates and the join over a million keys sort and hash in memory rather than on disk, for
-        # this transaction only (the default 4 MB spills at a few hundred thousand rows).
+        # The aggregate over a million keys hashes in memory rather than on disk, for this transaction only
+        # (the default 4 MB spills at a few hundred thousand rows); the staged rows get statistics (the
+        # planner otherwise takes a million rows for a thousand, and picks plans for a thousand).
         await session.execute(text("SET LOCAL work_mem = '256MB'"))
-    p, ledger = _provider_side(rec_id), _ledger_side(rec_id, start, end)
-    same_currency = and_(p.c.cur_lo == p.c.cur_hi, ledger.c.cur_lo == ledger.c.cur_hi, p.c.cur_lo == ledger.c.cur_lo)
+        await session.execute(text("ANALYZE reconciliation_rows"))
+    sides = _sides(rec_id, start, end)
+    # Per key: one aggregate over both sides (no join): each side's sum, currencies and presence.
+    key = (sides.c.provider_id, sides.c.match_class)
+    has_p, has_l = func.max(sides.c.p) == 1, func.max(sides.c.l) == 1
+    p_amount, l_amount = func.sum(sides.c.p_amount), func.sum(sides.c.l_amount)
+    p_lo, p_hi = func.min(sides.c.p_currency), func.max(sides.c.p_currency)
+    l_lo, l_hi = func.min(sides.c.l_currency), func.max(sides.c.l_currency)
+    same_currency = and_(p_lo == p_hi, l_lo == l_hi, p_lo == l_lo)
     status = case(
-        (p.c.provider_id.is_(None), BreakStatus.MISSING_IN_PROVIDER.value),
-        (ledger.c.provider_id.is_(None), BreakStatus.MISSING_IN_LEDGER.value),
-        (and_(same_currency, p.c.amount == ledger.c.amount), BreakStatus.MATCHED.value),
+        (~has_p, BreakStatus.MISSING_IN_PROVIDER.value),
+        (~has_l, BreakStatus.MISSING_IN_LEDGER.value),
+        (and_(same_currency, p_amount == l_amount), BreakStatus.MATCHED.value),
         else_=BreakStatus.AMOUNT_MISMATCH.value,
     )
     reason = case(
-        (p.c.provider_id.is_(None), NOT_LISTED),
-        (ledger.c.provider_id.is_(None), NOT_BOOKED),
+        (~has_p, NOT_LISTED),
+        (~has_l, NOT_BOOKED),
         (~same_currency, OTHER_CURRENCY),
-        (p.c.amount != ledger.c.amount, OTHER_AMOUNT),
+        (p_amount != l_amount, OTHER_AMOUNT),
         else_=None,
-    )
-    in_edge_band = exists().where(
-        rows.reconciliation_id == rec_id,
-        rows.in_period.is_(False),
-        rows.provider_id == ledger.c.provider_id,
-        rows.match_class == ledger.c.match_class,
-    )
-    joined = p.join(
-        ledger,
-        and_(p.c.provider_id == ledger.c.provider_id, p.c.match_class == ledger.c.match_class),
-        full=True,
     )
     found = (
         select(
             literal(rec_id),
             status,
-            func.coalesce(p.c.provider_id, ledger.c.provider_id),
-            p.c.txn,
-            func.coalesce(p.c.match_class, ledger.c.match_class),
-            p.c.amount,
-            p.c.cur_lo,
-            ledger.c.amount,
-            ledger.c.cur_lo,
+            sides.c.provider_id,
+            func.min(sides.c.txn),
+            sides.c.match_class,
+            p_amount,
+            p_lo,
+            l_amount,
+            l_lo,
             reason,
         )
-        .select_from(joined)
-        .where(or_(p.c.provider_id.is_not(None), and_(ledger.c.booked_in == 1, ~in_edge_band)))
+        .group_by(*key)
+        # A key the period's provider rows list; or a movement booked in the period that no provider row
+        # of the edge band claims for the neighbouring period.
+        .having(or_(has_p, and_(func.max(sides.c.booked) == 1, func.max(sides.c.edge) == 0)))
     )
     item = ReconciliationItem
     await session.execute(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -107,10 +107,13 @@ async def start_reconciliation(
     period_to: datetime | None = None,
     file_path: str | Path | None = None,
     now: datetime | None = None,
+    lease: timedelta | None = None,
 ) -> ReconciliationRead:
     """A reconciliation ``running`` for the worker: of the provider's period [from, to) when no file is
     given (both required), else of the export at ``file_path`` (its header checked here), its period
-    optional. The worker takes it at once (``next_attempt_at`` = now)."""
+    optional. The worker takes it at once (``next_attempt_at`` = now), unless ``lease`` is given: then it is
+    created as its first attempt, leased to the caller for that long (``job.run_reconciliation(leased=True)``
+    runs it; no worker takes it meanwhile)."""
     _require(actor, "write")
     if file_path is None and (period_from is None or period_to is None):
         raise BusinessRuleViolation("from and to are both required", code="reconciliation.invalid_period")
@@ -137,8 +140,8 @@ async def start_reconciliation(
         ignored=0,
         created_by=actor.id,
         created_at=now,
-        attempts=0,
-        next_attempt_at=now,
+        attempts=0 if lease is None else 1,
+        next_attempt_at=now if lease is None else now + lease,
     )
     session.add(rec)
     await session.flush()

@@ -15,11 +15,13 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app.auth import Actor, Role
 from app.db import create_engine, utcnow
 from app.payouts.gateway import ProviderBalanceTransaction
 from app.reconciliation import job, matching
-from app.reconciliation.models import reconciliation_rows
+from app.reconciliation.models import Reconciliation, reconciliation_rows
 from app.reconciliation.parsing import Layout
+from app.reconciliation.service import start_reconciliation
 from app.settings import Settings
 from devtools.reconciliation_data import ledger_entries, write_period
 from tests.factories import Case, Tokens, World, book_ledger, grant, money, pay, uid
@@ -253,3 +255,44 @@ def test_a_provider_period_without_a_gateway_fails_saying_so(
     assert rec["status"] == "failed"
     assert "SAV_STRIPE_API_KEY" in rec["error"]
     assert found == {}
+
+
+def test_the_command_line_and_a_worker_never_run_the_same_reconciliation_at_once(
+    settings: Settings, tmp_path: Any
+) -> None:
+    out, batches = io.StringIO(newline=""), []
+    period = write_period(
+        out, rows=200, breaks=2, layout=Layout.ITEMIZED, on_ledger=batches.append, seed=2021,
+        start=datetime(2021, 11, 1, tzinfo=UTC), batch_size=100,
+    )  # fmt: skip
+    book_ledger(settings, batches)
+    export = tmp_path / "export.csv"
+    export.write_text(out.getvalue(), encoding="utf-8")
+    actor = Actor(id="sav-cli", role=Role.FINANCE, name="sav reconcile")
+
+    async def run() -> tuple[int, str, int, str, int]:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+            # As `sav reconcile` starts one: created leased to itself, so a worker polling now leaves it.
+            async with sessions() as session, session.begin():
+                leased = await start_reconciliation(session, actor=actor, file_path=export, lease=job.LEASE)
+            taken_by_worker = await job.reconcile_due(sessions, gateway=None)
+            ran = await job.run_reconciliation(sessions, None, leased.reconciliation_id, leased=True)
+            # One a worker holds (its lease is running): running it here leaves it alone.
+            async with sessions() as session, session.begin():
+                held = await start_reconciliation(session, actor=actor, file_path=export)
+            assert await job._claim(sessions, now=utcnow()) is not None  # a worker took it, and holds it
+            left = await job.run_reconciliation(sessions, None, held.reconciliation_id)
+            async with sessions() as session:
+                attempts = await session.scalar(
+                    select(Reconciliation.attempts).where(Reconciliation.id == left.reconciliation_id)
+                )
+            return taken_by_worker, ran.status, ran.progress.rows, left.status, int(attempts or 0)
+        finally:
+            await engine.dispose()
+
+    taken_by_worker, status, rows, left_status, attempts = asyncio.run(run())
+    assert taken_by_worker == 0
+    assert (status, rows) == ("done", period.rows)
+    assert (left_status, attempts) == ("running", 1)  # not run here, and no second attempt counted
