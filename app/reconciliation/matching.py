@@ -1,8 +1,9 @@
 """Matching a reconciliation's staged provider rows against the ledger, in SQL (never row by row in Python).
 
-Both sides are aggregated per key (provider id, match class: ``rules.py``), then FULL OUTER JOINed; the
-result is inserted into ``reconciliation_items`` by one ``INSERT ... SELECT``; counts and per-currency
-totals are SQL aggregates over the items. The statuses are ``rules.break_status``'s, written as SQL.
+Both sides, as one ``UNION ALL``, are aggregated once per key (provider id, match class: ``rules.py``): no
+join (SQLite ran a FULL JOIN of two aggregates as nested loops; PostgreSQL spent as long on the join as on
+either aggregate). The result is inserted into ``reconciliation_items`` by one ``INSERT ... SELECT``; counts
+and per-currency totals are SQL aggregates over the items. The statuses are ``rules.break_status``'s, written as SQL.
 
 The period's edges: provider rows of [from, to) are matched by key whatever the ledger's booking date (a
 capture booked at 23:59:59 on the 31st and listed at 00:00:01 on the 1st matches in the period that lists
