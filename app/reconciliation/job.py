@@ -224,13 +224,12 @@ async def _match(session: AsyncSession, claimed: Claimed) -> None:
         span: tuple[datetime, datetime] | None = (rec.period_from, rec.period_to)
     else:
         span = await matching.period_span(session, rec.id)
-    if span is not None:
-        await matching.match(session, rec.id, *span)
-    found = await matching.counts(session, rec.id)
-    rec.matched, rec.amount_mismatch = found["matched"], found["amount_mismatch"]
-    rec.missing_in_ledger, rec.missing_in_provider = found["missing_in_ledger"], found["missing_in_provider"]
-    rec.ignored = found["ignored"]
-    rec.totals = await matching.totals(session, rec.id)
+    found = await matching.match(session, rec.id, *span) if span is not None else matching.nothing_found()
+    counts = found.counts
+    rec.matched, rec.amount_mismatch = counts["matched"], counts["amount_mismatch"]
+    rec.missing_in_ledger, rec.missing_in_provider = counts["missing_in_ledger"], counts["missing_in_provider"]
+    rec.ignored = counts["ignored"]
+    rec.totals, rec.item_ranges = found.totals, found.ranges
     await matching.clear(session, rec.id, items=False)
     rec.status, rec.finished_at = DONE, utcnow()
 

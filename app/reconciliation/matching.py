@@ -14,6 +14,7 @@ it). The ledger movements booked in [from, to) that no provider row of the perio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ledger.models import LedgerEntry, LedgerTransaction
-from app.reconciliation.models import ReconciliationItem, reconciliation_rows
+from app.reconciliation.models import Reconciliation, ReconciliationItem, reconciliation_rows
 from app.reconciliation.rules import LEDGER_CLASSES, PROVIDER_ACCOUNT, BreakStatus
 
 rows = reconciliation_rows.c
@@ -114,8 +115,8 @@ async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, dat
     return first, last + timedelta(microseconds=1)
 
 
-async def match(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> None:
-    """Write the reconciliation's items (in the caller's transaction)."""
+async def match(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> Found:
+    """Write the reconciliation's items (in the caller's transaction); returns what it found."""
     if session.get_bind().dialect.name == "postgresql":
         # The aggregate over a million keys hashes in memory rather than on disk, for this transaction only
         # (the default 4 MB spills at a few hundred thousand rows); the staged rows get statistics (the
@@ -136,6 +137,7 @@ async def match(session: AsyncSession, rec_id: str, start: datetime, end: dateti
         (and_(same_currency, p_amount == l_amount), BreakStatus.MATCHED.value),
         else_=BreakStatus.AMOUNT_MISMATCH.value,
     )
+    status_label = status.label("status")
     reason = case(
         (~has_p, NOT_LISTED),
         (~has_l, NOT_BOOKED),
@@ -146,7 +148,7 @@ async def match(session: AsyncSession, rec_id: str, start: datetime, end: dateti
     found = (
         select(
             literal(rec_id),
-            status,
+            status_label,
             sides.c.provider_id,
             func.min(sides.c.txn),
             sides.c.match_class,
@@ -162,80 +164,125 @@ async def match(session: AsyncSession, rec_id: str, start: datetime, end: dateti
         .having(or_(has_p, and_(func.max(sides.c.booked) == 1, func.max(sides.c.edge) == 0)))
     )
     item = ReconciliationItem
-    await session.execute(
-        insert(item).from_select(
-            [
-                item.reconciliation_id,
-                item.status,
-                item.provider_id,
-                item.balance_transaction_id,
-                item.type,
-                item.provider_amount,
-                item.provider_currency,
-                item.ledger_amount,
-                item.ledger_currency,
-                item.reason,
-            ],
-            found,
-        )
-    )
-
-
-async def counts(session: AsyncSession, rec_id: str) -> dict[str, int]:
-    """The items per status, and the period's rows that are not ours to book (ignored)."""
-    item = ReconciliationItem
-    found = {status.value: 0 for status in BreakStatus}
-    per_status = await session.execute(
-        select(item.status, func.count()).where(item.reconciliation_id == rec_id).group_by(item.status)
-    )
-    for status, count in per_status.all():
-        found[status] = int(count)
-    found[BreakStatus.IGNORED.value] = int(
-        await session.scalar(
-            select(func.count()).where(
-                rows.reconciliation_id == rec_id, rows.in_period.is_(True), rows.match_class.is_(None)
-            )
-        )
-        or 0
-    )
-    return found
-
-
-async def totals(session: AsyncSession, rec_id: str) -> list[dict[str, Any]]:
-    """Per currency: each side's signed sum in that currency, and the gross drift (the sum over keys of
-    |provider - ledger|; a key whose two sides are in different currencies drifts by each side's whole
-    amount, in its own currency)."""
-    item = ReconciliationItem
-    same = item.provider_currency == item.ledger_currency
-    mine = item.reconciliation_id == rec_id
-    provider_side = select(
-        item.provider_currency.label("currency"),
-        item.provider_amount.label("provider"),
-        literal(0).label("ledger"),
-        case((same, func.abs(item.provider_amount - item.ledger_amount)), else_=func.abs(item.provider_amount)).label(
-            "drift"
-        ),
-    ).where(mine, item.provider_amount.is_not(None))
-    ledger_side = select(
-        item.ledger_currency,
-        literal(0),
+    columns = [
+        item.reconciliation_id,
+        item.status,
+        item.provider_id,
+        item.balance_transaction_id,
+        item.type,
+        item.provider_amount,
+        item.provider_currency,
         item.ledger_amount,
-        case((same, 0), else_=func.abs(item.ledger_amount)),
-    ).where(mine, item.ledger_amount.is_not(None))
-    sides = union_all(provider_side, ledger_side).subquery("sides")
-    result = await session.execute(
-        select(sides.c.currency, func.sum(sides.c.provider), func.sum(sides.c.ledger), func.sum(sides.c.drift))
-        .group_by(sides.c.currency)
-        .order_by(sides.c.currency)
-    )
-    return [
-        {"currency": cur, "provider_net": int(p), "ledger_net": int(led), "gross_drift": int(drift)}
-        for cur, p, led, drift in result.all()
+        item.ledger_currency,
+        item.reason,
     ]
+    # Ordered by status: each status's items get one contiguous run of ids, which the listing reads as a
+    # primary-key range (the ranges are kept on the reconciliation; there is no status index to maintain).
+    written = insert(item).from_select(columns, found.order_by(status_label))
+    if session.get_bind().dialect.name == "postgresql":
+        # The counts and totals from the inserted rows themselves (RETURNING into one aggregate): no scan of
+        # the items afterwards.
+        inserted = written.returning(*_SUMMED).cte("inserted")
+        groups = (await session.execute(_summary(inserted.c))).all()
+    else:
+        # SQLite has no INSERT in a CTE: the items written are the ids after the last one before (one writer
+        # at a time), read back as a primary-key range.
+        before = await session.scalar(select(func.coalesce(func.max(item.id), 0)))
+        await session.execute(written)
+        groups = (await session.execute(_summary(item).where(item.id > before, item.reconciliation_id == rec_id))).all()
+    return _found(groups, await _ignored(session, rec_id))
+
+
+_SUMMED = (
+    ReconciliationItem.status,
+    ReconciliationItem.provider_amount,
+    ReconciliationItem.provider_currency,
+    ReconciliationItem.ledger_amount,
+    ReconciliationItem.ledger_currency,
+    ReconciliationItem.id,
+)
+
+
+def _summary(src: Any) -> Any:
+    """Per (status, provider currency, ledger currency): the items, each side's sum, the drift's parts and
+    the ids' range. A few dozen groups; ``_found`` turns them into counts, totals and ranges."""
+    same = src.provider_currency == src.ledger_currency
+    return select(
+        src.status,
+        src.provider_currency,
+        src.ledger_currency,
+        func.count(),
+        func.sum(src.provider_amount),
+        func.sum(src.ledger_amount),
+        func.sum(case((same, func.abs(src.provider_amount - src.ledger_amount)), else_=0)),
+        func.sum(func.abs(src.provider_amount)),
+        func.sum(func.abs(src.ledger_amount)),
+        func.min(src.id),
+        func.max(src.id),
+    ).group_by(src.status, src.provider_currency, src.ledger_currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a matching found: items per status (and the ignored rows), per-currency totals, and each
+    status's ids as [first, last]."""
+
+    counts: dict[str, int]
+    totals: list[dict[str, Any]]
+    ranges: dict[str, list[int]]
+
+
+def _found(groups: Any, ignored: int) -> Found:
+    """Counts, totals and ranges from ``_summary``'s groups. Per currency: each side's signed sum in that
+    currency, and the gross drift (the sum over keys of |provider - ledger|; a key whose two sides are in
+    different currencies, or has one side only, drifts by each side's whole amount, in its own currency)."""
+    counts = {status.value: 0 for status in BreakStatus}
+    counts[BreakStatus.IGNORED.value] = ignored
+    ranges: dict[str, list[int]] = {}
+    sums: dict[str, list[int]] = {}  # currency: [provider, ledger, drift]
+    for status, p_cur, l_cur, n, p_sum, l_sum, diff, p_abs, l_abs, first, last in groups:
+        counts[status] += int(n)
+        lo, hi = ranges.get(status, (first, last))
+        ranges[status] = [min(lo, first), max(hi, last)]
+        same = p_cur is not None and p_cur == l_cur
+        if p_cur is not None:
+            side = sums.setdefault(p_cur, [0, 0, 0])
+            side[0] += int(p_sum)
+            side[2] += int(diff if same else p_abs)
+        if l_cur is not None:
+            side = sums.setdefault(l_cur, [0, 0, 0])
+            side[1] += int(l_sum)
+            side[2] += 0 if same else int(l_abs)
+    totals = [
+        {"currency": cur, "provider_net": p, "ledger_net": led, "gross_drift": drift}
+        for cur, (p, led, drift) in sorted(sums.items())
+    ]
+    return Found(counts, totals, ranges)
+
+
+def nothing_found(ignored: int = 0) -> Found:
+    return _found((), ignored)
+
+
+async def _ignored(session: AsyncSession, rec_id: str) -> int:
+    """The period's rows that are not ours to book."""
+    ignored = await session.scalar(
+        select(func.count()).where(
+            rows.reconciliation_id == rec_id, rows.in_period.is_(True), rows.match_class.is_(None)
+        )
+    )
+    return int(ignored or 0)
 
 
 async def clear(session: AsyncSession, rec_id: str, *, items: bool) -> None:
     """Drop the reconciliation's staged rows (and its items: a run that starts again starts from scratch)."""
     await session.execute(delete(reconciliation_rows).where(rows.reconciliation_id == rec_id))
-    if items:
-        await session.execute(delete(ReconciliationItem).where(ReconciliationItem.reconciliation_id == rec_id))
+    if not items:
+        return
+    # Items exist only once their ranges are kept (both written in the transaction that marks it done).
+    ranges = await session.scalar(select(Reconciliation.item_ranges).where(Reconciliation.id == rec_id))
+    if ranges:
+        first = min(lo for lo, _ in ranges.values())
+        last = max(hi for _, hi in ranges.values())
+        item = ReconciliationItem
+        await session.execute(delete(item).where(item.id.between(first, last), item.reconciliation_id == rec_id))

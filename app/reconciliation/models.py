@@ -3,7 +3,8 @@
 The provider's rows are staged in ``reconciliation_rows`` (UNLOGGED on PostgreSQL: a crash loses them and
 the worker starts the reconciliation again from scratch anyway) and dropped when it finishes; the matching
 is SQL over them and the ledger. ``reconciliation_items`` keeps one row per matched key (a provider object
-and a match class), listed by status in id order.
+and a match class), listed by status in id order: written ordered by status, each status's items are one run
+of ids, kept on the reconciliation (``item_ranges``) and read as a primary-key range.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Reconciliation(Base):
     ignored: Mapped[int] = mapped_column(BigInteger, default=0)
     # [{currency, provider_net, ledger_net, gross_drift}], written when done.
     totals: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # {status: [first item id, last item id]}, written with the items (each status's ids are one run): the
+    # items are listed by primary-key range, with no index of their own.
+    item_ranges: Mapped[dict[str, list[int]] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(String(1000))
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
@@ -73,15 +77,12 @@ reconciliation_rows = Table(
     Column("created", DateTimeUTC(timezone=True), nullable=False),
     # False: listed in the edge band around the period (absorbs the ledger's movements, never a break)
     Column("in_period", Boolean, nullable=False),
-    Index("ix_reconciliation_rows_key", "reconciliation_id", "provider_id"),
     # UNLOGGED on PostgreSQL: set by the migration (a table prefix here would apply to SQLite too).
 )
 
 
 class ReconciliationItem(Base):
     __tablename__ = "reconciliation_items"
-    __table_args__ = (Index("ix_reconciliation_items_status", "reconciliation_id", "status", "id"),)
-
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     reconciliation_id: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(32))

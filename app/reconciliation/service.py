@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, false, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.auth import Actor
@@ -230,15 +230,25 @@ async def _existing(session: AsyncSession, rec_id: str) -> Reconciliation:
     return rec
 
 
+def _items_of(rec: Reconciliation, status: str | None) -> ColumnElement[bool]:
+    """The reconciliation's items (of ``status``): a primary-key range, from the ids its run kept per status."""
+    ranges = rec.item_ranges or {}
+    spans = list(ranges.values()) if status is None else [ranges[status]] if status in ranges else []
+    if not spans:
+        return false()
+    item = ReconciliationItem
+    first, last = min(lo for lo, _ in spans), max(hi for _, hi in spans)
+    where = and_(item.id.between(first, last), item.reconciliation_id == rec.id)
+    return where if status is None else and_(where, item.status == status)
+
+
 async def list_items(
     session: AsyncSession, *, actor: Actor, rec_id: str, status: str | None, limit: int, cursor: str | None
 ) -> Page[ItemRead]:
     """A reconciliation's items in id order (stable while finance explains them)."""
     _require(actor, "read")
-    await _existing(session, rec_id)
-    query = select(ReconciliationItem).where(ReconciliationItem.reconciliation_id == rec_id)
-    if status is not None:
-        query = query.where(ReconciliationItem.status == status)
+    rec = await _existing(session, rec_id)
+    query = select(ReconciliationItem).where(_items_of(rec, status))
     if cursor is not None:
         (after,) = decode_cursor(cursor, (int,))
         query = query.where(ReconciliationItem.id > after)
@@ -255,12 +265,10 @@ async def items_csv(
     """Every item of the filter as CSV with a header row: checked now (404, 403), then streamed from a
     server-side cursor on a connection of its own, a few hundred rows in memory at a time."""
     _require(actor, "read")
-    await _existing(session, rec_id)
+    rec = await _existing(session, rec_id)
     item = ReconciliationItem
     query = select(*(getattr(item, "id" if name == "item_id" else name) for name in CSV_COLUMNS))
-    query = query.where(item.reconciliation_id == rec_id)
-    if status is not None:
-        query = query.where(item.status == status)
+    query = query.where(_items_of(rec, status))
     return _stream_csv(engine, query.order_by(item.id))
 
 

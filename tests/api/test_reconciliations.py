@@ -255,3 +255,37 @@ def test_progress_shows_while_it_runs(
     assert all(status == "running" and shown == told for status, shown, told in seen)
     done = client.get(f"/v1/reconciliations/{rec_id}", headers=finance).json()
     assert (done["status"], done["progress"]["rows"], done["counts"]) == ("done", 250, period.counts)
+
+
+def test_counts_and_totals_are_those_of_its_items_each_status_one_run_of_ids(
+    client: TestClient[Any], settings: Settings, auth: Tokens
+) -> None:
+    """The counts and totals come from the matching's own aggregate: recomputed here from the items listed,
+    they agree; the items of each status are one run of consecutive ids (the listing reads that range)."""
+    data, period = generate(settings, year=2022, layout=Layout.ITEMIZED, rows=500, breaks=5)
+    finance = auth("finance")
+    rec = reconciled(client, settings, finance, data, **{"from": "2022-11-01T00:00:00Z", "to": "2022-12-01T00:00:00Z"})
+    assert rec["status"] == "done", rec
+    items = all_items(client, finance, rec["reconciliation_id"])
+    counts = {status: 0 for status in rec["counts"]}
+    totals: dict[str, dict[str, int]] = {}
+    for item in items:
+        counts[item["status"]] += 1
+        provider, ledger = item.get("provider_amount"), item.get("ledger_amount")
+        same = provider is not None and ledger is not None and provider["currency"] == ledger["currency"]
+        if provider is not None:
+            total = totals.setdefault(provider["currency"], {"provider_net": 0, "ledger_net": 0, "gross_drift": 0})
+            total["provider_net"] += provider["amount"]
+            total["gross_drift"] += abs(provider["amount"] - ledger["amount"]) if same else abs(provider["amount"])
+        if ledger is not None:
+            total = totals.setdefault(ledger["currency"], {"provider_net": 0, "ledger_net": 0, "gross_drift": 0})
+            total["ledger_net"] += ledger["amount"]
+            total["gross_drift"] += 0 if same else abs(ledger["amount"])
+    counts["ignored"] = period.counts["ignored"]
+    assert rec["counts"] == counts == period.counts
+    assert rec["totals"] == [{"currency": cur, **total} for cur, total in sorted(totals.items())]
+    assert any(total["gross_drift"] for total in rec["totals"])
+    for status in ("matched", *BREAK_STATUSES):
+        ids = sorted(int(item["item_id"]) for item in all_items(client, finance, rec["reconciliation_id"], status))
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        assert ids == sorted(int(item["item_id"]) for item in items if item["status"] == status)
