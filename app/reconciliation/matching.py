@@ -47,6 +47,7 @@ NOT_LISTED = "booked in the period, not listed by the provider"
 NOT_BOOKED = "listed by the provider, not in the ledger"
 OTHER_AMOUNT = "the amounts differ"
 OTHER_CURRENCY = "the currencies differ"
+WORK_MEM = "32MB"
 
 
 def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
@@ -80,27 +81,33 @@ def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
         zero.label("l"),
         zero.label("booked"),
     ).where(mine)
-    ledger = (
-        select(
-            t.provider_id,
-            match_class,
-            cast(null(), BigInteger),
-            cast(null(), String(3)),
-            cast(null(), String(255)),
-            zero,
-            zero,
-            e.amount,
-            e.currency,
-            one,
-            case((booked_in, 1), else_=0),
+
+    def ledger(booked: int, where: Any) -> Any:
+        return (
+            select(
+                t.provider_id,
+                match_class,
+                cast(null(), BigInteger),
+                cast(null(), String(3)),
+                cast(null(), String(255)),
+                zero,
+                zero,
+                e.amount,
+                e.currency,
+                one,
+                literal_column(str(booked), Integer),
+            )
+            .select_from(t)
+            .join(e, and_(e.transaction_id == t.id, e.account == PROVIDER_ACCOUNT.value))
+            .where(t.provider_id.is_not(None), t.kind.in_(kinds), where)
         )
-        .select_from(t)
-        .join(e, and_(e.transaction_id == t.id, e.account == PROVIDER_ACCOUNT.value))
-        # One pass over the ledger's movements with the period's provider ids hashed (PostgreSQL: a hashed
-        # subplan), rather than a union of two scans that must then be deduplicated by a sort.
-        .where(t.provider_id.is_not(None), t.kind.in_(kinds), or_(booked_in, t.provider_id.in_(named)))
-    )
-    return union_all(provider, ledger).subquery("sides")
+
+    # Two disjoint sets, so nothing to deduplicate: the movements booked in the period, and those booked
+    # outside it that a provider row of the period names, as a semi-join (PostgreSQL can spill its hash to
+    # disk; ``IN`` under an ``OR`` was a subplan that had to hash a million ids in work_mem, or was re-run for
+    # every movement).
+    outside = and_(or_(t.created_at < start, t.created_at >= end), t.provider_id.in_(named))
+    return union_all(provider, ledger(1, booked_in), ledger(0, outside)).subquery("sides")
 
 
 async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, datetime] | None:
@@ -118,10 +125,11 @@ async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, dat
 async def match(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> Found:
     """Write the reconciliation's items (in the caller's transaction); returns what it found."""
     if session.get_bind().dialect.name == "postgresql":
-        # The aggregate over a million keys hashes in memory rather than on disk, for this transaction only
-        # (the default 4 MB spills at a few hundred thousand rows); the staged rows get statistics (the
-        # planner otherwise takes a million rows for a thousand, and picks plans for a thousand).
-        await session.execute(text("SET LOCAL work_mem = '256MB'"))
+        # Memory per sort or hash for this transaction only: at a million keys the aggregate spills to disk
+        # at any size that keeps the backend bounded (256 MB: 557 MB of hash, 5 batches; 32 MB: 21 batches,
+        # as fast; docs/benchmarks.md), and the default 4 MB sorts in too many runs. The staged rows get
+        # statistics (the planner otherwise takes a million rows for a thousand, and picks plans for a thousand).
+        await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
         await session.execute(text("ANALYZE reconciliation_rows"))
     sides = _sides(rec_id, start, end)
     # Per key: one aggregate over both sides (no join): each side's sum, currencies and presence.
