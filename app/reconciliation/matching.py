@@ -2,8 +2,10 @@
 
 Both sides, as one ``UNION ALL``, are aggregated once per key (provider id, match class: ``rules.py``): no
 join (SQLite ran a FULL JOIN of two aggregates as nested loops; PostgreSQL spent as long on the join as on
-either aggregate). The result is inserted into ``reconciliation_items`` by one ``INSERT ... SELECT``; counts
-and per-currency totals are SQL aggregates over the items. The statuses are ``rules.break_status``'s, written as SQL.
+either aggregate). The result is inserted into ``reconciliation_items`` by one ``INSERT ... SELECT`` ordered
+by status (each status one run of ids, kept as the reconciliation's ``item_ranges``); counts and
+per-currency totals come from that insert (PostgreSQL: its ``RETURNING`` aggregated in the same statement).
+The statuses are ``rules.break_status``'s, written as SQL.
 
 The period's edges: provider rows of [from, to) are matched by key whatever the ledger's booking date (a
 capture booked at 23:59:59 on the 31st and listed at 00:00:01 on the 1st matches in the period that lists

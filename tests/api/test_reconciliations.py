@@ -267,7 +267,7 @@ def test_counts_and_totals_are_those_of_its_items_each_status_one_run_of_ids(
     rec = reconciled(client, settings, finance, data, **{"from": "2022-11-01T00:00:00Z", "to": "2022-12-01T00:00:00Z"})
     assert rec["status"] == "done", rec
     items = all_items(client, finance, rec["reconciliation_id"])
-    counts = {status: 0 for status in rec["counts"]}
+    counts = dict.fromkeys(rec["counts"], 0)
     totals: dict[str, dict[str, int]] = {}
     for item in items:
         counts[item["status"]] += 1
