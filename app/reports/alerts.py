@@ -43,7 +43,9 @@ async def shop_rates(session: AsyncSession, window: Window, now: datetime, min_o
     defective = dict((await session.execute(kpis.orders_defective(window, per_shop=True))).tuples().all())
     p90: dict[str, Any] = {
         row.seller_id: row.p90
-        for row in await session.execute(kpis.duration_percentiles(window, per_shop=True))
+        for row in await session.execute(
+            kpis.duration_percentiles(window, dialect=session.get_bind().dialect.name, per_shop=True)
+        )
         if row.kind == "first_response"
     }
     return {
