@@ -26,6 +26,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.disputes import queue
 from app.disputes.models import Dispute
 from app.orders.models import Order
 from app.payouts.models import Refund
@@ -122,15 +123,8 @@ def created_in(window: Window) -> ColumnElement[bool]:
 
 
 def sla_breached(now: datetime) -> ColumnElement[bool]:
-    """Escalated to the operator, and its first operator response or its resolution came after the SLA
-    due, or is still missing past it (a dispute closed without them stopped the clock when it closed)."""
-    at_now = literal(now, Dispute.created_at.type)
-    responded = func.coalesce(Dispute.first_operator_response_at, Dispute.closed_at, at_now)
-    resolved = func.coalesce(Dispute.sla_resolved_at, Dispute.closed_at, at_now)
-    return and_(
-        Dispute.first_escalated_at.is_not(None),
-        or_(responded > Dispute.first_response_due, resolved > Dispute.resolution_due),
-    )
+    """The queue's definition of an SLA breach (app/disputes/queue.py), as SQL."""
+    return queue.sla_breached_sql(now)
 
 
 # A dispute that reached `resolved` without ever being escalated (nor reopened, which escalates).
