@@ -81,7 +81,7 @@ class Figures:
 
     orders: int
     counts: Any  # a row of kpis.dispute_counts
-    durations: dict[str, tuple[float | None, float | None]]
+    durations: Any  # a row of kpis.duration_percentiles
     refunds: list[RefundFigure]
     refunded: int = 0  # a scorecard's: orders with a refund, orders with a dispute at the shop's fault
     defective: int = 0
@@ -126,7 +126,7 @@ async def _figures(
     return Figures(
         orders=scalar("orders"),
         counts=rows["counts"][0],
-        durations={row.kind: (row.p50, row.p90) for row in rows["durations"]},
+        durations=rows["durations"][0],
         refunds=[
             RefundFigure(currency=r[0], kind=r[1], funded_by=r[2], count=r[3], amount=Money(int(r[4]), r[0]))
             for r in rows["refunds"]
@@ -141,7 +141,7 @@ def _seconds(value: float | None) -> float | None:
 
 
 def _percentiles(figures: Figures, kind: str) -> Percentiles:
-    p50, p90 = figures.durations.get(kind, (None, None))
+    p50, p90 = (getattr(figures.durations, f"{kind}_{name}") for name in kpis.PERCENTILES)
     return Percentiles(p50=_seconds(p50), p90=_seconds(p90))
 
 
