@@ -26,25 +26,33 @@ depends_on: str | Sequence[str] | None = None
 Time = advanced_alchemy.types.DateTimeUTC(timezone=True)
 
 
+# SQLite adds a NOT NULL column in place only with a default (the backfill then replaces it on every row;
+# the app always writes both). Not in batch mode: on SQLite that copies the table, and dropping the original
+# fails on the foreign keys of promo codes and credit notes (as in 0009).
+PLACEHOLDERS = {"seller_id": sa.text("''"), "order_created_at": sa.text("'1970-01-01 00:00:00'")}
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("refunds", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("seller_id", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("order_created_at", Time, nullable=True))
+    op.add_column(
+        "refunds", sa.Column("seller_id", sa.String(length=64), nullable=False, server_default=PLACEHOLDERS["seller_id"])
+    )
+    op.add_column(
+        "refunds", sa.Column("order_created_at", Time, nullable=False, server_default=PLACEHOLDERS["order_created_at"])
+    )
     op.execute(
         "UPDATE refunds SET "
         "seller_id = (SELECT o.seller_id FROM orders o WHERE o.id = refunds.order_id), "
         "order_created_at = (SELECT o.created_at FROM orders o WHERE o.id = refunds.order_id)"
     )
-    with op.batch_alter_table("refunds", schema=None) as batch_op:
-        batch_op.alter_column("seller_id", existing_type=sa.String(length=64), nullable=False)
-        batch_op.alter_column("order_created_at", existing_type=Time, nullable=False)
-        batch_op.create_index("ix_refunds_order_created", ["order_created_at"], unique=False)
-        batch_op.create_index("ix_refunds_seller_order_created", ["seller_id", "order_created_at"], unique=False)
+    if op.get_bind().dialect.name != "sqlite":  # SQLite cannot drop a default in place; nothing relies on it
+        op.alter_column("refunds", "seller_id", server_default=None)
+        op.alter_column("refunds", "order_created_at", server_default=None)
+    op.create_index("ix_refunds_order_created", "refunds", ["order_created_at"], unique=False)
+    op.create_index("ix_refunds_seller_order_created", "refunds", ["seller_id", "order_created_at"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("refunds", schema=None) as batch_op:
-        batch_op.drop_index("ix_refunds_seller_order_created")
-        batch_op.drop_index("ix_refunds_order_created")
-        batch_op.drop_column("order_created_at")
-        batch_op.drop_column("seller_id")
+    op.drop_index("ix_refunds_seller_order_created", table_name="refunds")
+    op.drop_index("ix_refunds_order_created", table_name="refunds")
+    op.drop_column("refunds", "order_created_at")
+    op.drop_column("refunds", "seller_id")
