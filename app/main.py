@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_level, as_json=settings.log_json)
     engine = db.create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    # The KPI reports run their statements at once on a small pool of their own (PostgreSQL: at most 4
+    # connections per process, never the request's); SQLite runs them in turn on the request's session.
+    reports_reader = None if engine.dialect.name == "sqlite" else db.create_engine(settings.database_url, pool_size=2)
     storage = LocalDiskStorage(settings.attachments_dir)
 
     channels = ChannelsPlugin(backend=channels_backend(settings), channels=[CHANNEL])
@@ -98,6 +101,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             # The plugin does not dispose an engine it was handed; without this, pools leak across apps.
             await engine.dispose()
+            if reports_reader is not None:
+                await reports_reader.dispose()
 
     sqlalchemy = SQLAlchemyPlugin(
         config=SQLAlchemyAsyncConfig(
@@ -166,6 +171,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.reports_reader = reports_reader
     app.state.token_decoder = TokenDecoder(settings)
     app.state.hub = hub
     app.state.worker = worker

@@ -83,15 +83,16 @@ CROSS JOIN LATERAL (
                 THEN o.created_at + ((d.g * 31) %% 432000 + 7200 + (d.g %% 20000)) * interval '1 second' END AS claim
 ) e;
 
-INSERT INTO refunds (id, order_id, dispute_id, source_key, kind, amount, currency, funded_by, bonus_amount,
-                     seller_amount, operator_amount, reason, status, attempts, next_attempt_at, created_by,
-                     created_at, updated_at)
-SELECT 'ref-' || d.id, d.order_id, d.id, 'dispute:' || d.id,
+INSERT INTO refunds (id, order_id, seller_id, order_created_at, dispute_id, source_key, kind, amount, currency,
+                     funded_by, bonus_amount, seller_amount, operator_amount, reason, status, attempts,
+                     next_attempt_at, created_by, created_at, updated_at)
+SELECT 'ref-' || d.id, d.order_id, o.seller_id, o.created_at, d.id, 'dispute:' || d.id,
        (ARRAY['partial','full','credit','promo_code'])[1 + (hashtext(d.id) & 3)], d.amount / 2, d.currency,
        (ARRAY['seller','operator','split'])[1 + (hashtext(d.id) & 1) + (hashtext(d.id) >> 30 & 1)], 0,
        d.amount / 2, 0, 'bench', CASE WHEN hashtext(d.id) %% 20 = 0 THEN 'failed' ELSE 'succeeded' END, 1,
        d.created_at, 'bench', d.first_resolved_at, d.first_resolved_at
-FROM disputes d WHERE d.first_resolved_at IS NOT NULL AND hashtext(d.id) %% 7 < 3;
+FROM disputes d JOIN orders o ON o.id = d.order_id
+WHERE d.first_resolved_at IS NOT NULL AND hashtext(d.id) %% 7 < 3;
 
 VACUUM ANALYZE;
 """
@@ -118,7 +119,7 @@ def explain(dsn: str, seller_id: str | None) -> dict[str, str]:
     statements = {
         "orders": kpis.order_counts(window),
         "disputes": kpis.dispute_counts(window, now),
-        "percentiles": kpis.duration_percentiles(window),
+        "percentiles": kpis.duration_percentiles(window, dialect="postgresql"),
         "refunds": kpis.refund_breakdown(window),
     }
     plans = {}

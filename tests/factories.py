@@ -395,6 +395,7 @@ def report_shop(session: AsyncSession) -> str:
 
 def report_order(session: AsyncSession, seller_id: str, created: datetime, currency: str = "EUR") -> str:
     order_id = f"o-{uuid.uuid4().hex[:12]}"
+    session.info.setdefault("report_orders", {})[order_id] = (seller_id, created)
     session.add(
         Order(
             id=order_id,
@@ -440,9 +441,13 @@ def report_dispute(session: AsyncSession, order_id: str, seller_id: str, created
 
 
 def report_refund(session: AsyncSession, order_id: str, created: datetime, **over: Any) -> None:
+    """A refund of an order written by :func:`report_order` in this session (else pass its ``seller_id``
+    and ``order_created_at``)."""
     values: dict[str, Any] = {"kind": "partial", "amount": 1_000, "currency": "EUR", "funded_by": "seller"}
     values.update(over)
     values.setdefault("status", "succeeded")
+    if "seller_id" not in values:  # the order's shop and date are copied, as the app does at write time
+        values["seller_id"], values["order_created_at"] = session.info["report_orders"][order_id]
     session.add(
         Refund(
             id=f"r-{uuid.uuid4().hex[:12]}",

@@ -13,14 +13,17 @@ transaction that reaches it, by one of three hooks.
   escalation is the operator's first response (``first_operator_response_at``, the claim in practice).
 - :func:`message_posted` (wired by app/main.py as the threads' ``on_dispute_message``): a message of the
   shop or operator staff in a thread of the dispute that its buyer reads is a first response; one of
-  operator staff in any thread of the dispute after the first escalation is the operator's.
+  operator staff in any thread of the dispute after the first escalation is the operator's. It runs
+  before the thread's row is locked, as conditional UPDATEs: the dispute's row is locked (only when a
+  moment is still to be set) before the thread's, the order of the paths that lock a dispute and then post
+  in its threads (a promo code's notice, a request for information), so the two never deadlock.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import OPERATOR_STAFF, Actor, Role
@@ -29,6 +32,7 @@ from app.disputes.models import Dispute
 from app.disputes.schemas import Resolution
 from app.disputes.workflow import Status
 from app.threads.messages import DisputeMessage
+from app.threads.models import Thread
 
 RESPONDERS = frozenset({Role.SELLER.value, *(r.value for r in OPERATOR_STAFF)})
 STAFF = frozenset(r.value for r in OPERATOR_STAFF)
@@ -62,20 +66,25 @@ def on_action(dispute: Dispute, actor: Actor, now: datetime) -> None:
 
 
 async def message_posted(session: AsyncSession, message: DisputeMessage) -> None:
-    """A message was posted in one of the dispute's threads (in the posting transaction)."""
-    first = message.author_role in RESPONDERS and message.audience in BUYER_READS
-    if first:
-        await session.execute(
-            update(Dispute)
-            .where(Dispute.id == message.dispute_id, Dispute.first_response_at.is_(None))
-            .values(first_response_at=message.at)
-            .execution_options(synchronize_session=False)
+    """A message is being posted in a thread (in the posting transaction, before the thread's row lock):
+    nothing for a buyer's message; for a responder's, the moments its dispute (if any) still lacks."""
+    if message.author_role not in RESPONDERS:
+        return
+    of_thread = select(Thread.dispute_id).where(Thread.id == message.thread_id)
+    await session.execute(
+        update(Dispute)
+        .where(
+            Dispute.id == of_thread.where(Thread.audience.in_(BUYER_READS)).scalar_subquery(),
+            Dispute.first_response_at.is_(None),
         )
+        .values(first_response_at=message.at)
+        .execution_options(synchronize_session=False)
+    )
     if message.author_role in STAFF:
         await session.execute(
             update(Dispute)
             .where(
-                Dispute.id == message.dispute_id,
+                Dispute.id == of_thread.scalar_subquery(),
                 Dispute.first_escalated_at.is_not(None),
                 Dispute.first_operator_response_at.is_(None),
             )

@@ -2,7 +2,8 @@
 
 A dispute enters the queue when it is escalated and leaves it when it moves on (``queue_due_at`` is set
 only in ``escalated`` and ``in_review``). Its SLA is counted from the first escalation, by priority: the
-first claim is the operator's first response, the resolution ends it. The queue shows the most urgent
+operator's first response (the first claim, in practice) and the resolution end its two clocks
+(:data:`SLA_CLOCKS`, also what the KPIs count). The queue shows the most urgent
 first: the nearest due date (a breached one is in the past, so first), then critical before standard,
 then the larger amount, then the older. ``transitions.py`` keeps the SLA columns up to date on every
 change; the reads (``service.to_read``) show them.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.disputes.models import Dispute
@@ -25,8 +26,6 @@ from app.settings import Settings
 
 CRITICAL_REASONS = frozenset({Reason.NOT_RECEIVED, Reason.DAMAGED, Reason.WRONG_ITEM})
 QUEUE_STATUSES = (Status.ESCALATED, Status.IN_REVIEW)
-# A resolution ends the SLA clock (a later reopen or appeal does not restart it).
-FINISHED = (Status.RESOLVED, Status.CLOSED, Status.RESOLVING)
 CRITICAL: Final = "critical"
 STANDARD: Final = "standard"
 
@@ -38,18 +37,48 @@ def priority_of(reason: Reason, order_total: int, settings: Settings) -> tuple[s
     return (CRITICAL, 0) if critical else (STANDARD, 1)
 
 
+# The SLA breach, one definition for the queue's ``sla.breached`` and the KPIs' SLA breach rate: each clock
+# runs from the first escalation to its due date and stops at the first of its moments (kept on the row by
+# milestones.py); with none of them yet, it is still running (now). The operator's first response is the
+# first action of operator staff after the first escalation (the claim, in practice) or their first message
+# in a thread of the dispute after it; the resolution is the first time it reached `resolved` after it; a
+# dispute closed without them stopped both clocks when it closed. Breached: either clock passed its due.
+SLA_CLOCKS: Final = (
+    ("first_response_due", ("first_operator_response_at", "closed_at")),
+    ("resolution_due", ("sla_resolved_at", "closed_at")),
+)
+
+
+def sla_breached(dispute: Dispute, now: datetime) -> bool:
+    """The definition above, on a loaded dispute."""
+    if dispute.first_escalated_at is None:
+        return False
+    for due_column, stops in SLA_CLOCKS:
+        due = getattr(dispute, due_column)
+        stopped = next((at for at in (getattr(dispute, c) for c in stops) if at is not None), now)
+        if due is not None and stopped > due:
+            return True
+    return False
+
+
+def sla_breached_sql(now: datetime) -> ColumnElement[bool]:
+    """The same definition as a SQL condition (the reports count it without loading disputes)."""
+    at_now = literal(now, Dispute.created_at.type)
+    late = [
+        func.coalesce(*(getattr(Dispute, c) for c in stops), at_now) > getattr(Dispute, due_column)
+        for due_column, stops in SLA_CLOCKS
+    ]
+    return and_(Dispute.first_escalated_at.is_not(None), or_(*late))
+
+
 def sla_of(dispute: Dispute, now: datetime) -> Sla | None:
     """The SLA as shown in a response: its due dates and whether either was missed (or is being missed)."""
     if dispute.first_response_due is None:
         return None
-    first = dispute.first_claimed_at or now
-    responded_late = first > dispute.first_response_due
-    finished = dispute.resolved_at if dispute.status in FINISHED else None
-    resolved_late = dispute.resolution_due is not None and (finished or now) > dispute.resolution_due
     return Sla(
         first_response_due=dispute.first_response_due,
         resolution_due=dispute.resolution_due,
-        breached=responded_late or resolved_late,
+        breached=sla_breached(dispute, now),
     )
 
 

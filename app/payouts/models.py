@@ -16,6 +16,9 @@ class Refund(Base):
     __table_args__ = (
         Index("ix_refunds_order", "order_id", "created_at"),
         Index("ix_refunds_created", "created_at", "id"),
+        # The KPI reports' population is the orders of a window: a refund carries its order's date and shop.
+        Index("ix_refunds_order_created", "order_created_at"),
+        Index("ix_refunds_seller_order_created", "seller_id", "order_created_at"),
         # The worker's question: which refunds are waiting for the provider, and due?
         Index(
             "ix_refunds_due",
@@ -27,6 +30,10 @@ class Refund(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    # Copied from the order when the refund is written (an order's shop and date never change), so the
+    # reports count a window's refunds without joining its orders (app/reports/kpis.py).
+    seller_id: Mapped[str] = mapped_column(String(64))
+    order_created_at: Mapped[datetime]
     dispute_id: Mapped[str | None] = mapped_column(String(40), index=True)
     # What caused it, unique: a dispute's resolution, or an API caller's idempotency key.
     # "api" + the caller (at most 205 characters) + an Idempotency-Key (at most 255), see app/keys.py.

@@ -158,6 +158,8 @@ async def grant_refund(
     refund = Refund(
         id=f"rfd_{uuid.uuid4().hex}",
         order_id=order.id,
+        seller_id=order.seller_id,
+        order_created_at=order.created_at,
         dispute_id=data.dispute_id,
         source_key=source_key,
         kind=data.kind.value,

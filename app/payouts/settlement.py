@@ -351,6 +351,8 @@ async def _import(session: AsyncSession, order: Order, found: ProviderRefund, no
     refund = Refund(
         id=f"rfd_{uuid.uuid4().hex}",
         order_id=order.id,
+        seller_id=order.seller_id,
+        order_created_at=order.created_at,
         dispute_id=None,
         source_key=f"provider:{found.id}",
         kind=RefundKind.PARTIAL.value,

@@ -42,9 +42,10 @@ async def shop_rates(session: AsyncSession, window: Window, now: datetime, min_o
     refunded = dict((await session.execute(kpis.orders_refunded(window, per_shop=True))).tuples().all())
     defective = dict((await session.execute(kpis.orders_defective(window, per_shop=True))).tuples().all())
     p90: dict[str, Any] = {
-        row.seller_id: row.p90
-        for row in await session.execute(kpis.duration_percentiles(window, per_shop=True))
-        if row.kind == "first_response"
+        row.seller_id: row.first_response_p90
+        for row in await session.execute(
+            kpis.duration_percentiles(window, dialect=session.get_bind().dialect.name, per_shop=True)
+        )
     }
     return {
         shop: Rates(

@@ -48,7 +48,8 @@ class ReportController(Controller):
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="disputes.csv"'},
             )
-        return Response(await metrics.kpi_report(db_session, window=window, now=now))
+        reader = request.app.state.reports_reader
+        return Response(await metrics.kpi_report(db_session, window=window, now=now, reader=reader))
 
 
 class SellerMetricsController(Controller):
@@ -68,4 +69,5 @@ class SellerMetricsController(Controller):
         now = utcnow()
         await metrics.require_shop(db_session, request.user, seller_id)
         window = metrics.window_of(from_, to, now=now, seller_id=seller_id)
-        return await metrics.seller_metrics(db_session, window=window, now=now, settings=settings)
+        reader = request.app.state.reports_reader
+        return await metrics.seller_metrics(db_session, window=window, now=now, settings=settings, reader=reader)

@@ -7,8 +7,11 @@ same formula by shop (the alerts job evaluates every active shop in one pass). P
 (durations, the SLA breach) are shared by the aggregates and the CSV export.
 
 Percentiles use the nearest-rank method: of n values sorted ascending, the p-th percentile is the value
-of rank ceil(p * n) (p50 of 1, 2, 3, 4 is 2; p90 of 1..10 is 9). :func:`nearest_rank` computes it with
-window functions (ROW_NUMBER and COUNT OVER), so no database extension is needed.
+of rank ceil(p * n) (p50 of 1, 2, 3, 4 is 2; p90 of 1..10 is 9). That is exactly PostgreSQL's
+``PERCENTILE_DISC(p) WITHIN GROUP (ORDER BY value)`` (the first value whose cumulative share reaches p),
+which PostgreSQL computes with one sort and no window; SQLite has no such aggregate, so
+:func:`nearest_rank` computes the same ranks with window functions (ROW_NUMBER and COUNT OVER). The
+hand-computed tests run both (tests/integration/test_kpis.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.disputes import queue
 from app.disputes.models import Dispute
 from app.orders.models import Order
 from app.payouts.models import Refund
@@ -64,6 +68,13 @@ def _seconds_sqlite(element: seconds_between, compiler: SQLCompiler, **kw: Any) 
 
 FIRST_RESPONSE_SECONDS = seconds_between(Dispute.first_response_at, Dispute.created_at)
 RESOLUTION_SECONDS = seconds_between(Dispute.first_resolved_at, Dispute.created_at)
+
+
+def percentile_disc(fraction: tuple[int, int], value: ColumnElement[float]) -> ColumnElement[float]:
+    """PostgreSQL's nearest rank of ``value`` (nulls left out); ``num / den`` is exact in a double for our
+    fractions, and ceil(p * n) is what PostgreSQL takes."""
+    num, den = fraction
+    return func.percentile_disc(literal(num / den)).within_group(value)
 
 
 def nearest_rank(
@@ -112,15 +123,8 @@ def created_in(window: Window) -> ColumnElement[bool]:
 
 
 def sla_breached(now: datetime) -> ColumnElement[bool]:
-    """Escalated to the operator, and its first operator response or its resolution came after the SLA
-    due, or is still missing past it (a dispute closed without them stopped the clock when it closed)."""
-    at_now = literal(now, Dispute.created_at.type)
-    responded = func.coalesce(Dispute.first_operator_response_at, Dispute.closed_at, at_now)
-    resolved = func.coalesce(Dispute.sla_resolved_at, Dispute.closed_at, at_now)
-    return and_(
-        Dispute.first_escalated_at.is_not(None),
-        or_(responded > Dispute.first_response_due, resolved > Dispute.resolution_due),
-    )
+    """The queue's definition of an SLA breach (app/disputes/queue.py), as SQL."""
+    return queue.sla_breached_sql(now)
 
 
 # A dispute that reached `resolved` without ever being escalated (nor reopened, which escalates).
@@ -167,22 +171,38 @@ def dispute_counts(window: Window, now: datetime, *, per_shop: bool = False) -> 
     )
 
 
-def duration_percentiles(window: Window, *, per_shop: bool = False) -> Select[*tuple[Any, ...]]:
-    """p50 and p90 of the first response and of the resolution, one row per ``kind`` (and shop)."""
+DURATIONS = {"first_response": FIRST_RESPONSE_SECONDS, "resolution": RESOLUTION_SECONDS}
+PERCENTILES = {"p50": P50, "p90": P90}
+
+
+def duration_percentiles(window: Window, *, dialect: str, per_shop: bool = False) -> Select[*tuple[Any, ...]]:
+    """p50 and p90 of the first response and of the resolution: one row (per shop) with the columns
+    ``first_response_p50``, ``first_response_p90``, ``resolution_p50``, ``resolution_p90``."""
     shop = _shop(Dispute.seller_id, per_shop)
+    names = [(kind, name) for kind in DURATIONS for name in PERCENTILES]
+    if dialect == "postgresql":  # one scan of the window's disputes, one sort per duration
+        picks = [percentile_disc(PERCENTILES[name], DURATIONS[kind]).label(f"{kind}_{name}") for kind, name in names]
+        return select(*shop, *picks).where(opened_in(window)).group_by(*shop)
     values = union_all(
-        select(literal("first_response").label("kind"), *shop, FIRST_RESPONSE_SECONDS.label("value")).where(
-            opened_in(window)
-        ),
-        select(literal("resolution").label("kind"), *shop, RESOLUTION_SECONDS.label("value")).where(opened_in(window)),
+        *(
+            select(literal(kind).label("kind"), *shop, value.label("value")).where(opened_in(window))
+            for kind, value in DURATIONS.items()
+        )
     )
     partition = ["kind", *(["seller_id"] if per_shop else [])]
-    return nearest_rank(select(values.subquery()), partition=partition, fractions={"p50": P50, "p90": P90})
+    ranked = nearest_rank(select(values.subquery()), partition=partition, fractions=PERCENTILES).subquery()
+    groups = [ranked.c.seller_id] if per_shop else []
+    pivot = [func.max(case((ranked.c.kind == kind, ranked.c[name]))).label(f"{kind}_{name}") for kind, name in names]
+    return select(*groups, *pivot).group_by(*groups)
 
 
-def _refunded_orders(window: Window) -> ColumnElement[bool]:
-    # A refund comes after its order: its own date bounds the scan from below (ix_refunds_created).
-    return and_(Refund.created_at >= window.start, Refund.status != "failed", created_in(window))
+def refunded_in(window: Window) -> ColumnElement[bool]:
+    """The compensation granted on the population's orders, not failed (a refund carries its order's date
+    and shop, copied when it was written: no join with the window's orders)."""
+    conditions = [Refund.order_created_at >= window.start, Refund.order_created_at < window.end]
+    if window.seller_id is not None:
+        conditions.append(Refund.seller_id == window.seller_id)
+    return and_(*conditions, Refund.status != "failed")
 
 
 def refund_breakdown(window: Window) -> Select[*tuple[Any, ...]]:
@@ -190,8 +210,7 @@ def refund_breakdown(window: Window) -> Select[*tuple[Any, ...]]:
     kind and funder: how many and how much (the compensation, without an operator bonus)."""
     return (
         select(Refund.currency, Refund.kind, Refund.funded_by, func.count(), func.sum(Refund.amount))
-        .join(Order, Order.id == Refund.order_id)
-        .where(_refunded_orders(window))
+        .where(refunded_in(window))
         .group_by(Refund.currency, Refund.kind, Refund.funded_by)
         .order_by(Refund.currency, Refund.kind, Refund.funded_by)
     )
@@ -199,11 +218,10 @@ def refund_breakdown(window: Window) -> Select[*tuple[Any, ...]]:
 
 def orders_refunded(window: Window, *, per_shop: bool = False) -> Select[*tuple[Any, ...]]:
     """The population's orders with at least one refund, credit or promo code (not failed)."""
-    shop = _shop(Order.seller_id, per_shop)
+    shop = _shop(Refund.seller_id, per_shop)
     return (
         select(*shop, func.count(func.distinct(Refund.order_id)).label("refunded"))
-        .join(Order, Order.id == Refund.order_id)
-        .where(_refunded_orders(window))
+        .where(refunded_in(window))
         .group_by(*shop)
     )
 

@@ -8,11 +8,14 @@ scorecard is a 404, as if it did not exist).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.auth import Actor
 from app.errors import Forbidden, NotFound, ValidationFailed
@@ -78,14 +81,59 @@ class Figures:
 
     orders: int
     counts: Any  # a row of kpis.dispute_counts
-    durations: dict[str, tuple[float | None, float | None]]
+    durations: Any  # a row of kpis.duration_percentiles
+    refunds: list[RefundFigure]
+    refunded: int = 0  # a scorecard's: orders with a refund, orders with a dispute at the shop's fault
+    defective: int = 0
 
 
-async def _figures(session: AsyncSession, window: Window, now: datetime) -> Figures:
-    orders = (await session.execute(kpis.order_counts(window))).scalar_one_or_none() or 0
-    counts = (await session.execute(kpis.dispute_counts(window, now))).one()
-    durations = {row.kind: (row.p50, row.p90) for row in await session.execute(kpis.duration_percentiles(window))}
-    return Figures(orders=int(orders), counts=counts, durations=durations)
+async def rows_of(
+    session: AsyncSession, reader: AsyncEngine | None, statements: dict[str, Select[*tuple[Any, ...]]]
+) -> dict[str, Sequence[Any]]:
+    """Each statement's rows. With a ``reader`` (PostgreSQL: the reports' own small pool, app/main.py) the
+    statements run at once, each on a connection it holds for that one statement and never while waiting
+    for another (so reports running together cannot starve each other), each in its own snapshot. Without
+    (SQLite, one writer and one file), in turn on the request's session."""
+    if reader is None:
+        return {name: (await session.execute(statement)).all() for name, statement in statements.items()}
+
+    async def run(statement: Select[*tuple[Any, ...]]) -> Sequence[Any]:
+        async with reader.connect() as connection:
+            return (await connection.execute(statement)).all()
+
+    results = await asyncio.gather(*(run(statement) for statement in statements.values()))
+    return dict(zip(statements, results, strict=True))
+
+
+async def _figures(
+    session: AsyncSession, reader: AsyncEngine | None, window: Window, now: datetime, *, scorecard: bool = False
+) -> Figures:
+    dialect = (reader or session.get_bind()).dialect.name
+    statements = {
+        "orders": kpis.order_counts(window),
+        "counts": kpis.dispute_counts(window, now),
+        "durations": kpis.duration_percentiles(window, dialect=dialect),
+        "refunds": kpis.refund_breakdown(window),
+    }
+    if scorecard:
+        statements |= {"refunded": kpis.orders_refunded(window), "defective": kpis.orders_defective(window)}
+    rows = await rows_of(session, reader, statements)
+
+    def scalar(name: str) -> int:
+        found = rows.get(name)
+        return int(found[0][0] or 0) if found else 0
+
+    return Figures(
+        orders=scalar("orders"),
+        counts=rows["counts"][0],
+        durations=rows["durations"][0],
+        refunds=[
+            RefundFigure(currency=r[0], kind=r[1], funded_by=r[2], count=r[3], amount=Money(int(r[4]), r[0]))
+            for r in rows["refunds"]
+        ],
+        refunded=scalar("refunded"),
+        defective=scalar("defective"),
+    )
 
 
 def _seconds(value: float | None) -> float | None:
@@ -93,11 +141,11 @@ def _seconds(value: float | None) -> float | None:
 
 
 def _percentiles(figures: Figures, kind: str) -> Percentiles:
-    p50, p90 = figures.durations.get(kind, (None, None))
+    p50, p90 = (getattr(figures.durations, f"{kind}_{name}") for name in kpis.PERCENTILES)
     return Percentiles(p50=_seconds(p50), p90=_seconds(p90))
 
 
-def _report_fields(figures: Figures, window: Window, refunds: list[RefundFigure]) -> dict[str, Any]:
+def _report_fields(figures: Figures, window: Window) -> dict[str, Any]:
     c = figures.counts
     return {
         "from_": window.start,
@@ -116,37 +164,30 @@ def _report_fields(figures: Figures, window: Window, refunds: list[RefundFigure]
             responses=c.csat_responses,
             satisfied_rate=kpis.ratio(c.csat_satisfied, c.csat_responses),
         ),
-        "refunds": refunds,
+        "refunds": figures.refunds,
         "decisions_by_fault": DecisionsByFault(**{f: getattr(c, f"fault_{f}") for f in kpis.FAULTS}),
     }
 
 
-async def _refunds(session: AsyncSession, window: Window) -> list[RefundFigure]:
-    rows = await session.execute(kpis.refund_breakdown(window))
-    return [
-        RefundFigure(currency=cur, kind=kind, funded_by=by, count=n, amount=Money(int(total), cur))
-        for cur, kind, by, n, total in rows.all()
-    ]
+async def kpi_report(
+    session: AsyncSession, *, window: Window, now: datetime, reader: AsyncEngine | None = None
+) -> KpiReport:
+    return KpiReport(**_report_fields(await _figures(session, reader, window, now), window))
 
 
-async def kpi_report(session: AsyncSession, *, window: Window, now: datetime) -> KpiReport:
-    figures = await _figures(session, window, now)
-    return KpiReport(**_report_fields(figures, window, await _refunds(session, window)))
-
-
-async def seller_metrics(session: AsyncSession, *, window: Window, now: datetime, settings: Settings) -> SellerMetrics:
-    figures = await _figures(session, window, now)
-    refunded = (await session.execute(kpis.orders_refunded(window))).scalar_one_or_none() or 0
-    defective = (await session.execute(kpis.orders_defective(window))).scalar_one_or_none() or 0
+async def seller_metrics(
+    session: AsyncSession, *, window: Window, now: datetime, settings: Settings, reader: AsyncEngine | None = None
+) -> SellerMetrics:
+    figures = await _figures(session, reader, window, now, scorecard=True)
     rates = Rates(
         orders=figures.orders,
         return_rate=kpis.ratio(figures.counts.returns, figures.orders),
-        refund_rate=kpis.ratio(refunded, figures.orders),
-        defect_rate=kpis.ratio(defective, figures.orders),
+        refund_rate=kpis.ratio(figures.refunded, figures.orders),
+        defect_rate=kpis.ratio(figures.defective, figures.orders),
         first_response_p90=_percentiles(figures, "first_response").p90,
     )
     return SellerMetrics(
-        **_report_fields(figures, window, await _refunds(session, window)),
+        **_report_fields(figures, window),
         return_rate=rates.return_rate,
         refund_rate=rates.refund_rate,
         defect_rate=rates.defect_rate,

@@ -64,16 +64,17 @@ def _message_read(message: Message, files: list[Any], *, staff_ids: bool) -> Mes
 
 @dataclass(frozen=True, slots=True)
 class DisputeMessage:
-    """A message was posted in a thread of a dispute: what the disputes need to know of it."""
+    """A message is being posted in a thread (perhaps a dispute's): what the disputes need to know of it."""
 
-    dispute_id: str
-    audience: str
+    thread_id: str
     author_role: str
     at: datetime
 
 
 # Threads sit below disputes, so they call back (in the posting transaction) through this function, which
-# app/main.py wires to the disputes' first-response bookkeeping (app/disputes/milestones.py).
+# app/main.py wires to the disputes' first-response bookkeeping (app/disputes/milestones.py). It is called
+# BEFORE the thread's row is locked: whatever it locks of the dispute comes first, the order of every path
+# that locks a dispute and then posts in its threads (a promo code's notice, a request for information).
 OnDisputeMessage = Callable[[AsyncSession, DisputeMessage], Awaitable[None]]
 
 
@@ -136,7 +137,8 @@ async def post_message(
     data: MessageCreate,
     on_dispute_message: OnDisputeMessage | None = None,
 ) -> MessageRead:
-    """Post in a thread; in a dispute's thread, ``on_dispute_message`` is told (after the policy check)."""
+    """Post in a thread; ``on_dispute_message`` is told first (before the thread's row lock; a refusal by
+    the policy check, after it, rolls its writes back with the rest)."""
     if data.macro_id is not None:
         if data.body is not None:
             raise ValidationFailed("send either body or macro_id, not both", field="macro_id")
@@ -147,14 +149,12 @@ async def post_message(
     attachments = await attachment_service.claim_for_message(session, actor=actor, ids=data.attachment_ids)
 
     now = utcnow()
+    if on_dispute_message is not None:
+        await on_dispute_message(session, DisputeMessage(thread_id, actor.role.value, now))
     connection = await session.connection()
     if connection.dialect.name == "postgresql" and not attachments:
         session.info["events_appended"] = True
-        message, bumped = await _post_in_one_round_trip(
-            connection, actor=actor, thread_id=thread_id, body=body, now=now
-        )
-        await _tell_dispute(session, on_dispute_message, bumped, actor, now)
-        return message
+        return await _post_in_one_round_trip(connection, actor=actor, thread_id=thread_id, body=body, now=now)
     bumped = (
         await connection.execute(_BUMP_THREAD, {"thread_id": thread_id, "now": now, "party": party_of(actor).value})
     ).first()
@@ -181,15 +181,7 @@ async def post_message(
         payload=message,
         now=now,
     )
-    await _tell_dispute(session, on_dispute_message, bumped, actor, now)
     return message
-
-
-async def _tell_dispute(
-    session: AsyncSession, hook: OnDisputeMessage | None, bumped: Any, actor: Actor, now: datetime
-) -> None:
-    if hook is not None and bumped.dispute_id is not None:
-        await hook(session, DisputeMessage(bumped.dispute_id, bumped.audience, actor.role.value, now))
 
 
 # PostgreSQL runs the three writes of a post as one statement (data-modifying CTEs): one round trip
@@ -225,7 +217,7 @@ _POST_PG = text(
 
 async def _post_in_one_round_trip(
     connection: AsyncConnection, *, actor: Actor, thread_id: str, body: str, now: datetime
-) -> tuple[MessageRead, Any]:
+) -> MessageRead:
     message_id = access.new_id("msg")
     author = Author(id=actor.id, role=actor.role.value, name=actor.name or actor.id)
     message = MessageRead(
@@ -253,7 +245,7 @@ async def _post_in_one_round_trip(
     access.check_thread_access(
         actor, access.thread_resource(bumped.audience, bumped.buyer_id, bumped.seller_id), "write", thread_id
     )
-    return message, bumped
+    return message
 
 
 async def insert_message(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import create_engine
 from app.reports import metrics
 from app.reports.kpis import Window
 from app.reports.schemas import KpiReport, SellerMetrics
@@ -96,8 +97,16 @@ def dataset(db_url: str) -> tuple[str, str]:
 
 
 def report(db_url: str, window: Window) -> KpiReport:
+    """Through the app's path: on PostgreSQL the statements run at once on a reader pool, as in app/main.py."""
+
     async def work(session: AsyncSession) -> KpiReport:
-        return await metrics.kpi_report(session, window=window, now=NOW)
+        if db_url.startswith("sqlite"):
+            return await metrics.kpi_report(session, window=window, now=NOW)
+        reader = create_engine(db_url, pool_size=2)
+        try:
+            return await metrics.kpi_report(session, window=window, now=NOW, reader=reader)
+        finally:
+            await reader.dispose()
 
     return run(db_url, work)
 

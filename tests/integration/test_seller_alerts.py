@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.orders.models import Order
 from app.reports import alerts
 from app.reports.models import SellerAlert
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -116,5 +117,7 @@ async def _more_orders(session: AsyncSession, seller_id: str, count: int) -> Non
 
 
 async def _refund(session: AsyncSession, order_id: str) -> None:
-    refund(session, order_id, NOW - DAY)
+    placed = await session.get(Order, order_id)
+    assert placed is not None
+    refund(session, order_id, NOW - DAY, seller_id=placed.seller_id, order_created_at=placed.created_at)
     await session.flush()
