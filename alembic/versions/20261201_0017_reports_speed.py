@@ -7,7 +7,7 @@ against 333 000 orders for 30 days of 1 M). A refund now carries ``seller_id`` a
 read: (order_created_at) for all shops, (seller_id, order_created_at) for one.
 
 Revision ID: 0017
-Revises: 0015 (to be re-chained after 0016 when merged)
+Revises: 0016
 Create Date: 2026-12-01 12:00:00
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import advanced_alchemy.types
 
 revision: str = "0017"
-down_revision: str | None = "0015"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
