@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -153,17 +154,22 @@ async def _run(
             await matching.clear(session, claimed.id, items=True)
             postgresql = session.get_bind().dialect.name == "postgresql"
         encode = _copy_text if postgresql else _sqlite_rows
-        staged = 0
+        staged, began = 0, time.perf_counter()
+        logger.info("reconciliation %s: attempt %d claimed", claimed.id, claimed.attempt)
         async for rows, batch in _batches(claimed, gateway, edge_seconds, encode):
             async with sessions() as session, session.begin():
                 await _stage(session, batch)
+                if not staged:
+                    logger.info("reconciliation %s: first batch staged at %.2f s", claimed.id, _since(began))
                 staged += rows
                 await _renew(session, claimed, rows=staged)
             if on_progress is not None:
                 on_progress(staged)
+        logger.info("reconciliation %s: %d rows staged at %.2f s", claimed.id, staged, _since(began))
         async with sessions() as session, session.begin():
             await _renew(session, claimed, rows=staged)
             await _match(session, claimed)
+        logger.info("reconciliation %s: matched, done at %.2f s", claimed.id, _since(began))
     except LostLease:
         logger.warning(
             "reconciliation %s: lease lost at attempt %d, left to its new owner", claimed.id, claimed.attempt
@@ -175,6 +181,10 @@ async def _run(
             rec = await _owned(session, claimed)
             await matching.clear(session, claimed.id, items=True)
             await _finish_failed(session, rec, _describe(exc), utcnow())
+
+
+def _since(began: float) -> float:
+    return time.perf_counter() - began
 
 
 def _describe(exc: Exception) -> str:
