@@ -11,7 +11,8 @@
 3. For each: rows/s, the peak resident memory of every process involved (``VmHWM`` of the server and the
    worker, read from /proc before they stop; ``ru_maxrss`` of the CLI process), and the check: the counts
    equal the generator's and the breaks listed by ``GET .../items?status=...&format=csv`` are exactly the
-   injected ones (every one found, nothing else).
+   injected ones (every one found, nothing else). ``--paths api`` also reports the worker's own marks
+   (``worker_marks``: claimed, first batch staged, every row staged, done) as seconds since the upload.
 
     .venv/bin/python -m bench.reconciliation --rows 1000000 --breaks 1000 --paths api,cli
 
