@@ -11,7 +11,8 @@
 3. For each: rows/s, the peak resident memory of every process involved (``VmHWM`` of the server and the
    worker, read from /proc before they stop; ``ru_maxrss`` of the CLI process), and the check: the counts
    equal the generator's and the breaks listed by ``GET .../items?status=...&format=csv`` are exactly the
-   injected ones (every one found, nothing else).
+   injected ones (every one found, nothing else). ``--paths api`` also reports the worker's own marks
+   (``worker_marks``: claimed, first batch staged, every row staged, done) as seconds since the upload.
 
     .venv/bin/python -m bench.reconciliation --rows 1000000 --breaks 1000 --paths api,cli
 
@@ -27,6 +28,7 @@ import json
 import os
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +153,12 @@ def through_api(client: httpx.Client, export: Path, headers: dict[str, str], env
     worker's peak RSS in MB)."""
     worker_log = args.logs / "worker.log"
     with worker_log.open("wb") as log:
-        worker = subprocess.Popen([SAV, "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [SAV, "worker"], env=env | {"SAV_LOG_LEVEL": "INFO"}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         time.sleep(2)  # the worker's imports and first poll, before the clock starts
-        started = time.perf_counter()
+        started, epoch = time.perf_counter(), time.time()
         with export.open("rb") as data:
             response = client.post(
                 "/v1/reconciliations", files={"file": (export.name, data, "text/csv")}, headers=headers
@@ -167,8 +171,26 @@ def through_api(client: httpx.Client, export: Path, headers: dict[str, str], env
         worker_peak = peak_rss_mb(worker.pid)
     finally:
         stop(worker)
-    timing = {"upload_seconds": round(uploaded, 2), "all_rows_staged_at_seconds": staged and round(staged, 2)}
+    timing = {
+        "upload_seconds": round(uploaded, 2),
+        "all_rows_staged_at_seconds": staged and round(staged, 2),
+        "worker_marks": worker_marks(worker_log, epoch),
+    }
     return rec, wall, timing, worker_peak
+
+
+def worker_marks(log: Path, epoch: float) -> dict[str, float]:
+    """The worker's own marks (job.py logs them at INFO: claimed, first batch staged, every row staged,
+    done), as seconds since the upload began, from each line's time (millisecond resolution)."""
+    marks: dict[str, float] = {}
+    for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("logger") == "sav.reconciliation":
+            at = datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+            marks[entry["msg"].split(": ", 1)[-1]] = round(at - epoch, 2)
+    return marks
 
 
 def through_cli(export: Path, env: dict[str, str], args: Any) -> tuple[str, float, float]:
