@@ -13,7 +13,8 @@ import pytest
 from app.reconciliation.job import _copy_text
 
 AT = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
-UNESCAPE = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+# After a backslash: these letters name a control character; any other character stands for itself.
+UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "v": "\v"}
 
 
 def read_copy_text(text: str) -> list[tuple[str | None, ...]]:
@@ -22,7 +23,8 @@ def read_copy_text(text: str) -> list[tuple[str | None, ...]]:
     for line in text.split("\n")[:-1]:
         fields: list[str | None] = []
         for raw in line.split("\t"):
-            fields.append(None if raw == "\\N" else re.sub(r"\\[\\tnr]", lambda m: UNESCAPE[m.group(0)], raw))
+            unescaped = re.sub(r"\\(.)", lambda m: UNESCAPE.get(m.group(1), m.group(1)), raw)
+            fields.append(None if raw == "\\N" else unescaped)
         rows.append(tuple(fields))
     return rows
 
@@ -32,19 +34,20 @@ def row(pid: str, cls: str | None = "charge", txn: str = "txn_1") -> tuple[Any, 
 
 
 @pytest.mark.parametrize(
-    "ids",
+    ("ids", "txn"),
     [
-        ["ch_plain", "re_plain"],
-        ["ch_back\\slash", "re_plain"],
-        ["ch_tab\there", "re_plain"],
-        ["ch_line\nbreak", "re_cr\rhere"],
-        ["ch_looks_null\\N", "re_plain"],
+        (["ch_plain", "re_plain"], "txn_2"),
+        (["ch_back\\slash", "re_plain"], "txn_2"),
+        (["ch_tab\there", "re_plain"], "txn_2"),
+        (["ch_line\nbreak", "re_cr\rhere"], "txn_2"),
+        (["ch_looks_null\\N", "re_plain"], "txn_2"),
+        (["ch_plain", "re_plain"], "txn\t2"),
     ],
 )
-def test_copy_text_reads_back_field_for_field(ids: list[str]) -> None:
-    rows = [row(ids[0]), row(ids[1], cls=None, txn="txn\t2")]
+def test_copy_text_reads_back_field_for_field(ids: list[str], txn: str) -> None:
+    rows = [row(ids[0]), row(ids[1], cls=None, txn=txn)]
     read = read_copy_text(_copy_text(rows))
     assert [r[2] for r in read] == ids
-    assert [r[1] for r in read] == ["txn_1", "txn\t2"]
+    assert [r[1] for r in read] == ["txn_1", txn]
     assert [r[3] for r in read] == ["charge", None]  # a row without a class is a null, not the text "\N"
     assert read[0][4:] == ("1234", "EUR", AT.isoformat(), "t")
