@@ -14,7 +14,7 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Actor
-from app.errors import UnsupportedMediaType, ValidationFailed
+from app.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.idempotency import IdempotencyKey, idempotent
 from app.paging import Cursor, Limit
 from app.permissions.guards import allow
@@ -24,6 +24,8 @@ from app.schemas import Page, StrictBody, decode
 from app.settings import Settings
 
 MAX_UPLOAD_BODY = 4 * 1024**3  # an export of millions of rows; streamed to disk, never held in memory
+# The route's limit is the upload's; a JSON period is read into memory, so it gets its own small one.
+MAX_JSON_BODY = 64 * 1024
 FORM_FIELDS = ("file", "from", "to")
 
 
@@ -80,6 +82,8 @@ class ReconciliationController(Controller):
             return Response(created, status_code=202)
         if content_type != "application/json":
             raise UnsupportedMediaType("send application/json {from, to} or multipart/form-data with a file")
+        if request.content_length is None or request.content_length > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"a JSON period is at most {MAX_JSON_BODY} bytes, with a Content-Length")
         try:
             raw = msgspec.json.decode(await request.body())
         except msgspec.DecodeError:

@@ -159,6 +159,16 @@ def test_a_period_needs_both_ends_in_order(client: TestClient[Any], auth: Tokens
     assert half.status_code == 400
 
 
+def test_a_json_period_is_small_the_upload_alone_may_be_large(client: TestClient[Any], auth: Tokens) -> None:
+    finance = auth("finance")
+    padded = b'{"from": "2014-01-01T00:00:00Z", "to": "2014-02-01T00:00:00Z"' + b" " * 70_000 + b"}"
+    headers = {**finance, "Content-Type": "application/json"}
+    answer = client.post("/v1/reconciliations", content=padded, headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (413, "payload_too_large")
+    listed = client.get("/v1/reconciliations", headers=finance).json()["items"]
+    assert not [r for r in listed if r["from"] == "2014-01-01T00:00:00Z"]  # nothing was started
+
+
 def test_only_finance_and_admins_reconcile(client: TestClient[Any], auth: Tokens) -> None:
     period = {"from": "2015-01-01T00:00:00Z", "to": "2015-02-01T00:00:00Z"}
     for role in ("buyer", "seller", "agent", "arbitrator", "marketplace"):
