@@ -20,6 +20,7 @@ not grow with the orders already released.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ from app.sellers.models import Seller
 LEASE = timedelta(seconds=60)
 GIVE_UP_AFTER = timedelta(hours=23)  # Stripe keeps idempotency keys 24 h (see settlement.py)
 BATCH = 50
+log = logging.getLogger("sav.payouts")
 NO_ACCOUNT = "the shop has no connected Stripe account (stripe_account_id): released once it is set"
 
 
@@ -301,11 +303,15 @@ async def _record_one(
     if payout is None or payout.status != PayoutStatus.PENDING or payout.attempts != item.attempt:
         return payout.status if payout is not None else "missing"  # recorded meanwhile by another worker
     if isinstance(answer, PaymentProviderError):
+        # The shop reads its payout's reason: it gets the provider's code, never the provider's own text
+        # (which speaks of the marketplace's platform account); that text goes to the operators' log.
+        log.warning("payout %s: the provider answered %s: %s", payout.id, answer.code or "an error", answer)
         if answer.transient and now - item.released_at < GIVE_UP_AFTER:
             payout.next_attempt_at = now + outbox.backoff(item.attempt, first_seconds=10, max_seconds=1800)
-            payout.failure_reason = f"retrying: {answer}"[:500]
+            payout.failure_reason = f"retrying: the payment provider answered {answer.code or 'an error'}"
             return PayoutStatus.PENDING
-        await _fail(session, payout, f"{answer.code or 'error'}: {answer}"[:500], now)
+        reason = f"{answer.code or 'error'}: the payment provider refused the transfer; the marketplace follows it up"
+        await _fail(session, payout, reason, now)
         return PayoutStatus.FAILED
     payout.status, payout.provider_ref, payout.paid_at, payout.failure_reason = PayoutStatus.PAID, answer.id, now, None
     await posting.post(

@@ -317,16 +317,24 @@ def test_a_provider_error_is_retried_with_the_same_key_and_a_refusal_undoes_the_
     refused = delivered_case(client, auth, world)
     escrow = FakeEscrow()
     escrow.fail_transfers_of = {
-        retried.order_id: [PaymentProviderError("Stripe 500", code="api_error", transient=True)],
-        refused.order_id: [PaymentProviderError("no", code="account_invalid", transient=False)],
+        retried.order_id: [PaymentProviderError("Stripe 500 req_platform_1", code="api_error", transient=True)],
+        refused.order_id: [
+            PaymentProviderError("platform acct_op is restricted", code="account_invalid", transient=False)
+        ],
     }
     run_release(settings, escrow)
     pending = payout_of(client, retried.order_id, finance)
     assert pending is not None
     assert pending["status"] == "pending"
+    assert pending["failure_reason"] == "retrying: the payment provider answered api_error"
     failed = payout_of(client, refused.order_id, finance)
     assert failed is not None
     assert failed["status"] == "failed"
+    # The shop reads the provider's code, never its text about the marketplace's own platform account.
+    shop_view = payout_of(client, refused.order_id, refused.seller)
+    assert shop_view is not None
+    assert shop_view["failure_reason"].startswith("account_invalid: ")
+    assert "acct_op" not in shop_view["failure_reason"]
     assert escrow_status(client, refused) == "held"
     assert "release_reversed" in ledger(settings, refused.order_id)
 
