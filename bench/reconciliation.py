@@ -28,7 +28,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from bench.refunds import SAV
 from bench.release import drop_database, machine, migrate, new_database
 from bench.run import free_port, stop, wait_ready
 from bench.threads_scale import ROOT, SECRET, token
-from devtools.reconciliation_data import LedgerTx, Period, write_period
+from devtools.reconciliation_data import START, LedgerTx, Period, write_period
 
 BREAK_STATUSES = ("amount_mismatch", "missing_in_ledger", "missing_in_provider")
 TX_COLUMNS = "id, kind, order_id, reference, provider_id, created_at"
@@ -148,6 +148,20 @@ def result(rec: dict[str, Any], wall: float, rows: int, peaks: dict[str, float])
     }
 
 
+def period_fields(args: Any) -> dict[str, str]:
+    """``--period``: the upload names the file's own span as its period (from its first row to just after its
+    last: the same results as without), so the run knows its period before reading the file."""
+    if not args.period:
+        return {}
+    last = START + timedelta(seconds=30 * 86_400 * (args.rows - 1) // args.rows, microseconds=1)
+    return {"from": START.isoformat(), "to": last.isoformat()}
+
+
+def period_options(args: Any) -> list[str]:
+    fields = period_fields(args)
+    return ["--from", fields["from"], "--to", fields["to"]] if fields else []
+
+
 def through_api(client: httpx.Client, export: Path, headers: dict[str, str], env: dict[str, str], args: Any) -> Any:
     """Upload to the running server; the ``sav worker`` started here runs it: (rec, seconds, timings, the
     worker's peak RSS in MB)."""
@@ -161,7 +175,10 @@ def through_api(client: httpx.Client, export: Path, headers: dict[str, str], env
         started, epoch = time.perf_counter(), time.time()
         with export.open("rb") as data:
             response = client.post(
-                "/v1/reconciliations", files={"file": (export.name, data, "text/csv")}, headers=headers
+                "/v1/reconciliations",
+                files={"file": (export.name, data, "text/csv")},
+                data=period_fields(args),
+                headers=headers,
             )
         if response.status_code != 202:
             raise RuntimeError(f"upload answered {response.status_code}: {response.text[:500]}")
@@ -199,7 +216,11 @@ def through_cli(export: Path, env: dict[str, str], args: Any) -> tuple[str, floa
     started = time.perf_counter()
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
-            [SAV, "reconcile", "--file", str(export), "--json", "--quiet"], env=env, cwd=ROOT, stdout=out, stderr=err
+            [SAV, "reconcile", "--file", str(export), "--json", "--quiet", *period_options(args)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
         )
         # wait4 reaps it with its own resource usage: ru_maxrss is its peak resident set, in KB.
         _, status, usage = os.wait4(process.pid, 0)
@@ -269,6 +290,7 @@ def main() -> None:
     parser.add_argument("--layout", choices=["dashboard", "itemized"], default="dashboard")
     parser.add_argument("--paths", default="api,cli", help="api, cli or both, in that order")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--period", action="store_true", help="give the file's own span as from/to")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the database and the export (to look at them)")
     parser.add_argument("--output", default="", help="where to write the JSON (default bench/results/)")

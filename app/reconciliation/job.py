@@ -148,12 +148,19 @@ async def _run(
     edge_seconds: int,
     on_progress: OnProgress | None,
 ) -> None:
+    preaggregating: asyncio.Task[None] | None = None
     try:
         async with sessions() as session, session.begin():
             await _renew(session, claimed, rows=0)
             await matching.clear(session, claimed.id, items=True)
             postgresql = session.get_bind().dialect.name == "postgresql"
         encode = _copy_text if postgresql else _sqlite_rows
+        # PostgreSQL, a period given: its ledger side does not depend on the file, so a second connection
+        # aggregates it while this one stages the file (Python-bound here, PostgreSQL-bound there).
+        if postgresql and claimed.period_from is not None and claimed.period_to is not None:
+            preaggregating = asyncio.create_task(
+                _preaggregate(sessions, claimed.id, claimed.period_from, claimed.period_to)
+            )
         staged, began = 0, time.perf_counter()
         logger.info("reconciliation %s: attempt %d claimed", claimed.id, claimed.attempt)
         async for rows, batch in _batches(claimed, gateway, edge_seconds, encode):
@@ -166,9 +173,12 @@ async def _run(
             if on_progress is not None:
                 on_progress(staged)
         logger.info("reconciliation %s: %d rows staged at %.2f s", claimed.id, staged, _since(began))
+        if preaggregating is not None:
+            await preaggregating
+            logger.info("reconciliation %s: ledger side aggregated at %.2f s", claimed.id, _since(began))
         async with sessions() as session, session.begin():
             await _renew(session, claimed, rows=staged)
-            await _match(session, claimed)
+            await _match(session, claimed, preaggregating is not None)
         logger.info("reconciliation %s: matched, done at %.2f s", claimed.id, _since(began))
     except LostLease:
         logger.warning(
@@ -181,6 +191,28 @@ async def _run(
             rec = await _owned(session, claimed)
             await matching.clear(session, claimed.id, items=True)
             await _finish_failed(session, rec, _describe(exc), utcnow())
+    finally:
+        if preaggregating is not None:
+            await _drop_preaggregated(sessions, claimed, preaggregating)
+
+
+async def _preaggregate(
+    sessions: async_sessionmaker[AsyncSession], rec_id: str, start: datetime, end: datetime
+) -> None:
+    async with sessions() as session, session.begin():
+        await matching.preaggregate(session, rec_id, start, end)
+
+
+async def _drop_preaggregated(
+    sessions: async_sessionmaker[AsyncSession], claimed: Claimed, task: asyncio.Task[None]
+) -> None:
+    """The run's pre-aggregated ledger side goes, whatever its end (a run that failed first lets it finish)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    async with sessions() as session, session.begin():
+        await matching.drop_preaggregated(session, claimed.id)
 
 
 def _since(began: float) -> float:
@@ -228,13 +260,16 @@ async def _finish_failed(session: AsyncSession, rec: Reconciliation, error: str,
     rec.status, rec.error, rec.finished_at = FAILED, error[:1000], now
 
 
-async def _match(session: AsyncSession, claimed: Claimed) -> None:
+async def _match(session: AsyncSession, claimed: Claimed, preaggregated: bool = False) -> None:
     rec = await _owned(session, claimed)
     if rec.period_from is not None and rec.period_to is not None:
         span: tuple[datetime, datetime] | None = (rec.period_from, rec.period_to)
     else:
         span = await matching.period_span(session, rec.id)
-    found = await matching.match(session, rec.id, *span) if span is not None else matching.nothing_found()
+    if span is None:
+        found = matching.nothing_found()
+    else:
+        found = await matching.match(session, rec.id, *span, preaggregated)
     counts = found.counts
     rec.matched, rec.amount_mismatch = counts["matched"], counts["amount_mismatch"]
     rec.missing_in_ledger, rec.missing_in_provider = counts["missing_in_ledger"], counts["missing_in_provider"]

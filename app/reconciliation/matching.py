@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    column,
     delete,
     func,
     insert,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    table,
     text,
     union_all,
 )
@@ -52,7 +54,57 @@ OTHER_CURRENCY = "the currencies differ"
 WORK_MEM = "32MB"
 
 
-def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
+def _movements() -> tuple[Any, Any, Any]:
+    """(match class, the join of provider movements' entries, its filter) of the ledger's provider side."""
+    t, e = LedgerTransaction, LedgerEntry
+    kinds = [kind.value for kind in LEDGER_CLASSES]
+    match_class = case({kind.value: cls.value for kind, cls in LEDGER_CLASSES.items()}, value=t.kind)
+    joined = t.__table__.join(e, and_(e.transaction_id == t.id, e.account == PROVIDER_ACCOUNT.value))
+    return match_class, joined, and_(t.provider_id.is_not(None), t.kind.in_(kinds))
+
+
+def ledger_table(rec_id: str) -> Any:
+    """The period's ledger side pre-aggregated per key (an unlogged table of this run, PostgreSQL only)."""
+    name = "reconciliation_ledger_" + "".join(ch for ch in rec_id.lower() if ch.isalnum() or ch == "_")
+    return table(
+        name,
+        column("provider_id", String(255)),
+        column("match_class", String(32)),
+        column("l_amount", BigInteger),
+        column("l_lo", String(3)),
+        column("l_hi", String(3)),
+    )
+
+
+async def preaggregate(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> None:
+    """Aggregate the ledger's movements booked in [start, end) per key into ``ledger_table`` (they do not
+    depend on the file: a second connection does it while the file is staged)."""
+    target = ledger_table(rec_id)
+    await session.execute(text(f'DROP TABLE IF EXISTS "{target.name}"'))
+    await session.execute(
+        text(
+            f'CREATE UNLOGGED TABLE "{target.name}" (provider_id varchar(255), match_class varchar(32), '
+            "l_amount bigint, l_lo varchar(3), l_hi varchar(3))"
+        )
+    )
+    await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    t, e = LedgerTransaction, LedgerEntry
+    match_class, joined, where = _movements()
+    grouped = (
+        select(t.provider_id, match_class, func.sum(e.amount), func.min(e.currency), func.max(e.currency))
+        .select_from(joined)
+        .where(where, t.created_at >= start, t.created_at < end)
+        .group_by(t.provider_id, match_class)
+    )
+    await session.execute(insert(target).from_select(list(target.c.keys()), grouped))
+    await session.execute(text(f'ANALYZE "{target.name}"'))
+
+
+async def drop_preaggregated(session: AsyncSession, rec_id: str) -> None:
+    await session.execute(text(f'DROP TABLE IF EXISTS "{ledger_table(rec_id).name}"'))
+
+
+def _sides(rec_id: str, start: datetime, end: datetime, *, preaggregated: bool = False) -> Any:
     """Both sides as one stream of rows keyed (provider id, match class), to be aggregated once.
 
     - the provider's bookable rows: those of the period carry their amount, currency and id (``p``); those
@@ -80,6 +132,7 @@ def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
         case((in_period, 0), else_=1).label("edge"),
         cast(null(), BigInteger).label("l_amount"),
         cast(null(), String(3)).label("l_currency"),
+        cast(null(), String(3)).label("l_currency_hi"),
         zero.label("l"),
         zero.label("booked"),
     ).where(mine)
@@ -96,6 +149,7 @@ def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
                 zero,
                 e.amount,
                 e.currency,
+                e.currency,
                 one,
                 literal_column(str(booked), Integer),
             )
@@ -109,7 +163,26 @@ def _sides(rec_id: str, start: datetime, end: datetime) -> Any:
     # disk; ``IN`` under an ``OR`` was a subplan that had to hash a million ids in work_mem, or was re-run for
     # every movement).
     outside = and_(or_(t.created_at < start, t.created_at >= end), t.provider_id.in_(named))
-    return union_all(provider, ledger(1, booked_in), ledger(0, outside)).subquery("sides")
+    if preaggregated:
+        pre = ledger_table(rec_id).c
+        nothing = cast(null(), String(255))
+        in_period_side: Any = select(
+            pre.provider_id,
+            pre.match_class,
+            cast(null(), BigInteger),
+            cast(null(), String(3)),
+            nothing,
+            zero,
+            zero,
+            pre.l_amount,
+            pre.l_lo,
+            pre.l_hi,
+            one,
+            one,
+        )
+    else:
+        in_period_side = ledger(1, booked_in)
+    return union_all(provider, in_period_side, ledger(0, outside)).subquery("sides")
 
 
 async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, datetime] | None:
@@ -124,8 +197,11 @@ async def period_span(session: AsyncSession, rec_id: str) -> tuple[datetime, dat
     return first, last + timedelta(microseconds=1)
 
 
-async def match(session: AsyncSession, rec_id: str, start: datetime, end: datetime) -> Found:
-    """Write the reconciliation's items (in the caller's transaction); returns what it found."""
+async def match(
+    session: AsyncSession, rec_id: str, start: datetime, end: datetime, preaggregated: bool = False
+) -> Found:
+    """Write the reconciliation's items (in the caller's transaction); returns what it found.
+    ``preaggregated``: the period's ledger side is in ``ledger_table`` already (``preaggregate``)."""
     if session.get_bind().dialect.name == "postgresql":
         # Memory per sort or hash for this transaction only: at a million keys the aggregate spills to disk
         # at any size that keeps the backend bounded (256 MB: 557 MB of hash, 5 batches; 32 MB: 21 batches,
@@ -133,13 +209,13 @@ async def match(session: AsyncSession, rec_id: str, start: datetime, end: dateti
         # statistics (the planner otherwise takes a million rows for a thousand, and picks plans for a thousand).
         await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
         await session.execute(text("ANALYZE reconciliation_rows"))
-    sides = _sides(rec_id, start, end)
+    sides = _sides(rec_id, start, end, preaggregated=preaggregated)
     # Per key: one aggregate over both sides (no join): each side's sum, currencies and presence.
     key = (sides.c.provider_id, sides.c.match_class)
     has_p, has_l = func.max(sides.c.p) == 1, func.max(sides.c.l) == 1
     p_amount, l_amount = func.sum(sides.c.p_amount), func.sum(sides.c.l_amount)
     p_lo, p_hi = func.min(sides.c.p_currency), func.max(sides.c.p_currency)
-    l_lo, l_hi = func.min(sides.c.l_currency), func.max(sides.c.l_currency)
+    l_lo, l_hi = func.min(sides.c.l_currency), func.max(sides.c.l_currency_hi)
     same_currency = and_(p_lo == p_hi, l_lo == l_hi, p_lo == l_lo)
     status = case(
         (~has_p, BreakStatus.MISSING_IN_PROVIDER.value),
